@@ -1,0 +1,1080 @@
+#!/usr/bin/env python3
+"""smtp_sink.py - a parallel SMTP/LMTP test server that throws mail away.
+
+SYNOPSIS
+    smtp_sink.py [options] [inet:][host]:port backlog
+    smtp_sink.py [options] unix:pathname backlog
+
+DESCRIPTION
+    smtp-sink listens on a TCP endpoint or a UNIX-domain socket, speaks just
+    enough SMTP (or LMTP) to take mail from a client, and discards it.  It is
+    a tool for measuring how fast a mail client sends, not a mail server: it
+    checks only the order of MAIL, RCPT and DATA.  On request it captures
+    every transaction to files, rejects or delays chosen commands, or drops
+    connections, so that a client's error handling can be exercised.
+
+    Every session runs in its own thread.  By default the program behaves
+    like Postfix 3.7's smtp-sink, byte for byte, so that command lines and
+    scripts written for that program work unchanged.
+
+    An endpoint is "host:port", "[address]:port" (also "[::1]:port"),
+    ":port" or "port" (all IPv4 addresses), optionally with an "inet:"
+    prefix, or "unix:pathname".  backlog is the listen(2) queue length.
+
+OPTIONS
+    -4, -6      Use IPv4 only / IPv6 only.
+    -8          Do not announce 8BITMIME.
+    -a          Do not announce AUTH (AUTH commands are still accepted).
+    -A delay    After the 354 reply to DATA, wait delay seconds, reply
+                "550 This violates SMTP" and hang up without reading more.
+                0 aborts at once.
+    -b reply    The soft-reject reply for -r (default
+                "450 4.3.0 Error: command failed"); must start with 4nn.
+    -B reply    The hard-reject reply for -f (default
+                "500 5.3.0 Error: command failed"); must start with 5nn.
+    -c          Print "sess=N quit=N mesg=N" counters (ending in CR) on
+                stdout at each end of data and each end of a session.
+    -C          Disable XCLIENT (not announced, and refused).
+    -d template Capture each transaction to its own file, named by
+                strftime(3) of template at MAIL time plus 8 random hex
+                digits ("%Y%m%d%H/%M." gives "2026112203/56.2306507e").
+                Missing directories are created.
+    -D template Append each transaction to one file named by strftime(3)
+                of template; whole transactions only.
+    -e          Do not announce ESMTP: plain "220 host" greeting, no EHLO.
+    -E          Do not announce ENHANCEDSTATUSCODES (the codes stay).
+    -f cmds     Reject the listed commands with the hard-reject reply.
+                Implies -p.
+    -F          Disable XFORWARD (not announced, and refused).
+    -h hostname The name in the greeting, HELO/EHLO replies and Received:
+                header (default "smtp-sink").
+    -H delay    Do not read input for delay seconds after the 354 reply
+                (ignored when DATA itself is delayed with -w).
+    -L          Speak LMTP: LHLO instead of HELO/EHLO, and one reply per
+                accepted recipient after the end of data.
+    -m count    Serve at most count sessions at once (default 256); more
+                connections wait in the kernel's listen queue.
+    -M count    Exit (status 0) at the end of data of the count-th message,
+                before replying to it.
+    -n count    Exit (status 0) after count QUIT commands (counted, as by
+                Postfix, only together with -c).
+    -N          Do not announce DSN.
+    -p          Do not announce PIPELINING.
+    -P          Greet like a CISCO PIX firewall ("220 ********"); implies -e.
+    -q cmds     Hang up, without a reply, on the listed commands.
+    -Q cmds     Reply "421 4.0.0 Server closing connection" and hang up on
+                the listed commands.
+    -r cmds     Reject the listed commands with the soft-reject reply.
+                Implies -p.
+    -R dir      With -u: chroot(2) to dir after opening the socket.
+    -s cmds     Log the listed commands to syslog (facility mail).
+    -S string   Write string (with C escapes \\a \\b \\f \\n \\r \\t \\v \\\\ and
+                \\ddd) in front of each captured transaction.
+    -t timeout  Drop a client that sends nothing for timeout seconds
+                (default 100).
+    -T size     Set the TCP window (socket buffer sizes) of the listener.
+    -u user     Run as user after opening the socket (and after -R).
+                Required when started as root.
+    -v          Show the conversations on stderr.
+    -w delay    Wait delay seconds before replying to DATA (as -W data:delay).
+    -W cmd:delay[:odds]
+                Wait delay seconds before replying to cmd.  With odds
+                (1-99), wait a random multiple of delay: the number of
+                throws of a 100-sided die (0..99) before it shows a number
+                of at least odds.
+
+    Command lists ("cmds") name commands separated by commas or blanks, in
+    any case: CONNECT (the greeting), HELO, EHLO, LHLO, XCLIENT, XFORWARD,
+    AUTH, MAIL, RCPT, VRFY, DATA, "." (the end of data), RSET, NOOP, QUIT.
+    When a command is in several lists, -q wins over -Q, -Q over -f, and
+    -f over -r.  A rejected "." still captures and counts the message.
+
+DIFFERENCES FROM POSTFIX
+    Replies always come back in the order of the commands, also when they
+    are delayed with -W, and pending replies are sent as soon as a command
+    is complete rather than when more input arrives.  A fatal error exits
+    at once instead of after a one-second pause.  When a capture file
+    cannot be created or written, Postfix exits; this program prints a
+    warning, answers the transaction with "451 4.3.0 Error: capture file
+    unavailable" (never 250), and keeps serving.
+
+EXIT STATUS
+    0 after -M or -n; 1 after a usage or start-up error.
+"""
+
+import errno
+import os
+import queue
+import random
+import selectors
+import signal
+import socket
+import socketserver
+import sys
+import syslog
+import threading
+import time
+
+from smtpcore import dump, endpoints, messages, options, privileges
+
+# ----------------------------------------------------------------- constants
+
+PROGRAM = "smtp-sink"
+OPTSTRING = "+468aA:b:B:cCd:D:eEf:Fh:H:Ln:m:M:NpPq:Q:r:R:s:S:t:T:u:vw:W:"
+USAGE = ("usage: %s [-468acCeEFLpPv] [-A abort_delay] [-b soft_bounce_reply] "
+         "[-B hard_bounce_reply] [-d dump-template] [-D dump-template] "
+         "[-f commands] [-h hostname] [-m max_concurrency] "
+         "[-M message_quit_count] [-n quit_count] [-q commands] [-r commands] "
+         "[-R root-dir] [-s commands] [-S start-string] [-u user_privs] "
+         "[-w delay] [host]:port backlog")
+
+DEFAULT_HOSTNAME = "smtp-sink"
+DEFAULT_TIMEOUT = 100           # -t, seconds
+DEFAULT_MAX_SESSIONS = 256      # -m
+MAX_LINE = 2048                 # a command line, CRLF included (Postfix's limit)
+RECV_SIZE = 65536
+END_OF_DATA = b"\r\n.\r\n"      # RFC 5321 4.1.1.4, seen with the CRLF before it
+
+SOFT_REPLY = "450 4.3.0 Error: command failed"
+HARD_REPLY = "500 5.3.0 Error: command failed"
+CLOSE_REPLY = b"421 4.0.0 Server closing connection\r\n"
+ABORT_REPLY = b"550 This violates SMTP\r\n"
+CAPTURE_FAILED = b"451 4.3.0 Error: capture file unavailable\r\n"
+
+UNKNOWN_COMMAND = b"500 5.5.1 Error: unknown command\r\n"
+EMPTY_COMMAND = b"500 5.5.2 Error: unknown command\r\n"
+OK = b"250 2.0.0 Ok\r\n"
+MAIL_OK = b"250 2.1.0 Ok\r\n"
+RCPT_OK = b"250 2.1.5 Ok\r\n"
+LMTP_OK = b"250 2.2.0 Ok\r\n"
+NESTED_MAIL = b"503 5.5.1 Error: nested MAIL command\r\n"
+NEED_MAIL = b"503 5.5.1 Error: need MAIL command\r\n"
+NEED_RCPT = b"503 5.5.1 Error: need RCPT command\r\n"
+GO_AHEAD = b"354 End data with <CR><LF>.<CR><LF>\r\n"
+BYE = b"221 Bye\r\n"
+
+# The commands a list option (-f -r -q -Q -s -W) may name, in table order.
+COMMAND_NAMES = ("connect", "helo", "ehlo", "lhlo", "xclient", "xforward", "auth",
+                 "mail", "rcpt", "data", ".", "rset", "noop", "vrfy", "quit")
+
+
+# ------------------------------------------------------------- command table
+
+class Command:
+    """One row of the command table: what a verb does, and what the options
+    asked to be done to it (checked in this order: syslog, -q, -Q, -f, -r,
+    delay, then the verb's own handler)."""
+
+    __slots__ = ("name", "handler", "enabled", "syslog", "disconnect",
+                 "close", "hard", "soft", "delay", "odds")
+
+    def __init__(self, name, handler, enabled=True):
+        self.name = name
+        self.handler = handler      # Session method (unbound)
+        self.enabled = enabled      # False: "500 5.5.1 Error: unknown command"
+        self.syslog = False         # -s
+        self.disconnect = False     # -q
+        self.close = False          # -Q
+        self.hard = False           # -f
+        self.soft = False           # -r
+        self.delay = 0              # -W / -w, seconds
+        self.odds = 0               # -W odds, 0: a fixed delay
+
+
+class Settings:
+    """Everything the command line asked for."""
+
+    def __init__(self):
+        self.family = None                  # -4 / -6
+        self.ehlo_8bitmime = True           # -8
+        self.ehlo_auth = True               # -a
+        self.abort_delay = None             # -A
+        self.soft_reply = SOFT_REPLY        # -b
+        self.hard_reply = HARD_REPLY        # -B
+        self.count = False                  # -c
+        self.ehlo_xclient = True            # -C
+        self.single_template = None         # -d
+        self.shared_template = None         # -D
+        self.esmtp = True                   # -e
+        self.ehlo_enhanced = True           # -E
+        self.ehlo_xforward = True           # -F
+        self.hostname = DEFAULT_HOSTNAME    # -h
+        self.read_delay = 0                 # -H
+        self.lmtp = False                   # -L
+        self.max_sessions = DEFAULT_MAX_SESSIONS    # -m
+        self.max_messages = 0               # -M
+        self.max_quits = 0                  # -n
+        self.ehlo_dsn = True                # -N
+        self.ehlo_pipelining = True         # -p (and -f, -r)
+        self.pix = False                    # -P
+        self.root_dir = None                # -R
+        self.start_string = None            # -S
+        self.timeout = DEFAULT_TIMEOUT      # -t
+        self.window = 0                     # -T
+        self.user = None                    # -u
+        self.verbose = 0                    # -v
+        self.commands = {}                  # name -> Command
+        self.endpoint = None
+        self.backlog = 0
+        self.syslog_ident = None
+
+    @property
+    def template(self):
+        return self.single_template or self.shared_template
+
+    def table(self):
+        """The command table keyed by lower-case verb (bytes)."""
+        return {name.encode(): row for name, row in self.commands.items()}
+
+
+def new_commands():
+    rows = [Command("connect", Session.smtp_CONNECT, enabled=False),   # the greeting
+            Command("helo", Session.smtp_HELO, enabled=False),
+            Command("ehlo", Session.smtp_EHLO, enabled=False),
+            Command("lhlo", Session.smtp_EHLO, enabled=False),
+            Command("xclient", Session.smtp_OK),
+            Command("xforward", Session.smtp_OK),
+            Command("auth", Session.smtp_OK),
+            Command("mail", Session.smtp_MAIL),
+            Command("rcpt", Session.smtp_RCPT),
+            Command("data", Session.smtp_DATA),
+            Command(".", Session.smtp_DOT),
+            Command("rset", Session.smtp_RSET),
+            Command("noop", Session.smtp_OK),
+            Command("vrfy", Session.smtp_OK),
+            Command("quit", Session.smtp_QUIT)]
+    return {row.name: row for row in rows}
+
+
+# ------------------------------------------------------------------ sessions
+
+class SessionEnd(Exception):
+    """Raised inside a session to end it (QUIT, -q, -Q, -A, -M, ...)."""
+
+
+class Session(socketserver.BaseRequestHandler):
+    """One client connection: reads commands and message data, writes replies.
+
+    Replies are collected in self.out and sent with one write whenever the
+    input at hand has been used up (RFC 2920), before any delay, and before
+    the connection is closed.
+    """
+
+    def setup(self):
+        server = self.server
+        self.settings = server.settings
+        self.table = server.table
+        self.msg = server.msg
+        self.out = []
+        self.line = b""             # an incomplete command line
+        self.in_data = False
+        self.tail = b""             # the last bytes of the DATA stream so far
+        self.in_mail = False
+        self.rcpts = 0              # as Postfix: LMTP end of data leaves -1
+        self.capture = None         # dump.Capture of the open transaction
+        self.capture_failed = False # a write to it failed: do not say 250
+        self.writing = False
+        self.helo_args = None
+        self.proto = b"LMTP" if self.settings.lmtp else b"SMTP"
+        sock = self.request
+        family = sock.family
+        self.addr, self.addr_prefix = endpoints.client_address(family, self.client_address)
+        sock.settimeout(self.settings.timeout)
+        if family != socket.AF_UNIX:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass                    # already reset by the client
+        if self.msg.verbose:
+            self.verbose_connect(sock, family)
+
+    def verbose_connect(self, sock, family):
+        name = {socket.AF_INET: "AF_INET", socket.AF_INET6: "AF_INET6"}.get(family, "AF_LOCAL")
+        self.msg.info("connect (%s %s)" % (name, self.addr))
+        if family != socket.AF_UNIX:
+            mss = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG)
+            self.msg.info("vstream_tweak_tcp: TCP_MAXSEG %d" % mss)
+            if mss * 4 > 4096:
+                self.msg.info("fd=%d: stream buffer size old=0 new=%d"
+                              % (sock.fileno(), mss * 4))
+        self.msg.info("smtp_stream_setup: maxtime=%d enable_deadline=0 "
+                      "min_data_rate=0" % self.settings.timeout)
+
+    # ---- the conversation
+
+    def handle(self):
+        sock = self.request
+        reason = "disconnect"
+        try:
+            if self.execute(self.table[b"connect"], b"connect", b""):
+                self.flush()
+                while True:
+                    data = sock.recv(RECV_SIZE)
+                    if not data:
+                        break
+                    if not self.feed(data):
+                        break
+                    self.flush()
+            self.flush()
+        except SessionEnd as end:
+            reason = end.args[0] if end.args else None
+        except socket.timeout:
+            self.msg.warning("write timeout" if self.writing else "read timeout")
+            reason = None
+        except OSError:
+            reason = "disconnect"       # reset by the client: silent, as Postfix
+        if reason and self.msg.verbose:
+            self.msg.info(reason)
+
+    def finish(self):
+        if self.capture is not None:
+            self.capture.abort()
+            self.capture = None
+        self.server.session_ended()
+
+    def flush(self):
+        if self.out:
+            data = b"".join(self.out)
+            self.out = []
+            self.writing = True
+            self.request.sendall(data)
+            self.writing = False
+
+    def feed(self, data):
+        """Use up received bytes; False when the session is over."""
+        while data:
+            if self.in_data:
+                data = self.data_bytes(data)
+                if self.in_data:
+                    return True
+                if not self.end_of_data():
+                    return False
+                continue
+            if self.line:
+                data = self.line + data
+                self.line = b""
+            start = 0
+            while True:
+                end = data.find(b"\r\n", start)
+                if end < 0:
+                    rest = data[start:]
+                    if len(rest) > MAX_LINE:
+                        return self.too_long()
+                    self.line = rest
+                    return True
+                if end + 2 - start > MAX_LINE:
+                    return self.too_long()
+                if not self.command(data[start:end]):
+                    return False
+                start = end + 2
+                if self.in_data:
+                    data = data[start:]
+                    break
+        return True
+
+    def too_long(self):
+        self.msg.warning("command line too long")
+        self.flush()
+        raise SessionEnd("disconnect")
+
+    def command(self, line):
+        """Parse and carry out one command line (without its CRLF)."""
+        nul = line.find(b"\0")
+        if nul >= 0:                        # C strings end at NUL
+            line = line[:nul]
+        if self.msg.verbose:
+            self.msg.info(dump.printable(line))
+        if line[:1] in (b" ", b"\t"):
+            line = line.lstrip(b" \t")
+        verb, blank, args = line.partition(b" ")
+        if b"\t" in verb:                  # the verb ended at a tab
+            verb, _, head = verb.partition(b"\t")
+            args = head + blank + args
+        if not verb:
+            self.out.append(EMPTY_COMMAND)
+            return True
+        row = self.table.get(verb.lower())
+        if row is None or not row.enabled:
+            self.out.append(UNKNOWN_COMMAND)
+            return True
+        return self.execute(row, verb, dump.printable(args))
+
+    def execute(self, row, verb, args):
+        """Apply the options' flags of a command, then its handler."""
+        settings = self.settings
+        if row.syslog:
+            syslog.syslog(syslog.LOG_INFO, "%s %.100s" % (verb.decode("latin-1"),
+                                                          args.decode("latin-1")))
+        if row.disconnect:
+            self.flush()
+            raise SessionEnd("disconnect")
+        if row.close:
+            self.out.append(CLOSE_REPLY)
+            self.flush()
+            raise SessionEnd("disconnect")
+        if row.hard or row.soft:
+            reply = settings.hard_reply if row.hard else settings.soft_reply
+            self.reject(row, reply)
+            return True
+        if row.delay:
+            self.pause(row.delay * self.delay_multiplier(row.odds))
+        return row.handler(self, args)
+
+    def reject(self, row, reply):
+        line = reply.encode("utf-8", "surrogateescape") + b"\r\n"
+        if row.name == ".":
+            self.dot_reply(line)
+        else:
+            self.out.append(line)
+
+    def dot_reply(self, line):
+        """The reply to "." -- in LMTP once per recipient.  As in Postfix the
+        recipient count then drops below zero (so that a later DATA without
+        a new MAIL is accepted, and a later "." gets no reply)."""
+        if self.settings.lmtp:
+            if self.rcpts > 0:
+                self.out.append(line * self.rcpts)
+            self.rcpts = min(self.rcpts, 0) - 1
+        else:
+            self.out.append(line)
+
+    def delay_multiplier(self, odds):
+        if not odds:
+            return 1
+        rolls = 0
+        while self.server.random.randrange(100) < odds:
+            rolls += 1
+        return rolls
+
+    def pause(self, seconds):
+        """Send what is pending, then wait (-W, -w, -A, -H)."""
+        self.flush()
+        if seconds > 0:
+            self.server.stopped.wait(seconds)
+            if self.server.stopped.is_set():
+                raise SessionEnd(None)
+
+    # ---- message data
+
+    def data_bytes(self, data):
+        """Take message bytes; returns what follows the end of data (and
+        leaves DATA mode) or b"" while the message goes on."""
+        tail = self.tail
+        edge = (tail + data[:4]).find(END_OF_DATA)
+        if edge >= 0:
+            end = edge + 5 - len(tail)
+        else:
+            end = data.find(END_OF_DATA)
+            if end >= 0:
+                end += 5
+        body = data if end < 0 else data[:end]
+        if self.capture is not None and not self.capture_failed:
+            self.capture_add(dump.unstuff(body, tail[-2:]))
+        if end < 0:
+            self.tail = data[-4:] if len(data) >= 4 else (tail + data)[-4:]
+            return b""
+        self.in_data = False
+        return data[end:]
+
+    def capture_add(self, data):
+        try:
+            self.capture.add(data)
+        except OSError as err:
+            capture_warning(self.msg, err, self.capture.path)
+            self.capture_failed = True
+
+    def end_of_data(self):
+        """The message is complete: store it, count it, then answer "."."""
+        capture, self.capture = self.capture, None
+        stored = capture is None or self.store(capture)
+        self.in_mail = False
+        if stored and not self.server.message_done():
+            self.flush()
+            raise SessionEnd(None)              # -M: exit before replying
+        if self.msg.verbose:
+            self.msg.info(".")
+        self.capture_failed = not stored        # smtp_DOT: 451, not 250
+        try:
+            return self.execute(self.table[b"."], b".", b"")
+        finally:
+            self.capture_failed = False
+
+    def store(self, capture):
+        """Commit a capture; False (with a warning) when it was not stored."""
+        if self.capture_failed:
+            capture.abort()
+            return False
+        try:
+            capture.commit()
+        except OSError as err:
+            capture_warning(self.msg, err, capture.path)
+            return False
+        return True
+
+    # ---- command handlers: each appends its reply; False ends the session
+
+    def smtp_CONNECT(self, args):
+        settings = self.settings
+        if settings.pix:
+            self.out.append(b"220 ********\r\n")
+        elif not settings.esmtp:
+            self.out.append(b"220 " + self.server.hostname + b"\r\n")
+        else:
+            self.out.append(b"220 " + self.server.hostname + b" ESMTP\r\n")
+        return True
+
+    def smtp_HELO(self, args):
+        self.reset_transaction()
+        self.proto = b"SMTP"
+        self.out.append(b"250 " + self.server.hostname + b"\r\n")
+        self.helo_args = args.lstrip(b" ")
+        return True
+
+    def smtp_EHLO(self, args):              # also LHLO
+        self.reset_transaction()
+        if not self.settings.lmtp:
+            self.proto = b"ESMTP"
+        self.out.append(self.server.ehlo_reply)
+        self.helo_args = args.lstrip(b" ")
+        return True
+
+    def smtp_OK(self, args):                # NOOP, VRFY, AUTH, XCLIENT, XFORWARD
+        self.out.append(OK)
+        return True
+
+    def smtp_RSET(self, args):
+        self.reset_transaction()
+        self.out.append(MAIL_OK)
+        return True
+
+    def smtp_MAIL(self, args):
+        if self.in_mail:
+            self.out.append(NESTED_MAIL)
+            return True
+        if self.settings.template and not self.open_capture(args):
+            self.out.append(CAPTURE_FAILED)
+            return True
+        self.in_mail = True
+        self.rcpts = 0
+        self.out.append(MAIL_OK)
+        return True
+
+    def smtp_RCPT(self, args):
+        if not self.in_mail:
+            self.out.append(NEED_MAIL)
+            return True
+        self.rcpts += 1
+        self.out.append(RCPT_OK)
+        if self.capture is not None:
+            self.capture_add(b"X-Rcpt-Args: " + address_args(args) + b"\n")
+        return True
+
+    def smtp_DATA(self, args):
+        if not self.in_mail or self.rcpts == 0:
+            self.out.append(NEED_RCPT)
+            return True
+        self.out.append(GO_AHEAD)
+        settings = self.settings
+        if settings.abort_delay is not None:
+            self.pause(settings.abort_delay)
+            self.out.append(ABORT_REPLY)
+            self.flush()
+            raise SessionEnd(None)
+        if self.capture is not None:
+            self.capture_add(self.received_header())
+        self.in_data = True
+        self.tail = b"\r\n"             # the CRLF that ended "DATA"
+        if settings.read_delay and not self.table[b"data"].delay:
+            self.pause(settings.read_delay)
+        return True
+
+    def smtp_DOT(self, args):
+        if self.capture_failed:
+            self.dot_reply(CAPTURE_FAILED)
+        else:
+            self.dot_reply(LMTP_OK if self.settings.lmtp else OK)
+        return True
+
+    def smtp_QUIT(self, args):
+        self.out.append(BYE)
+        self.flush()
+        self.server.quit_done()
+        raise SessionEnd("disconnect")
+
+    # ---- transactions and capture files
+
+    def reset_transaction(self):
+        self.in_mail = False
+        if self.capture is not None:
+            self.capture.abort()
+            self.capture = None
+        self.capture_failed = False
+
+    def open_capture(self, args):
+        """Start the capture of a transaction at MAIL time; False (with a
+        warning) when the capture file cannot be made."""
+        settings = self.settings
+        capture = dump.Capture(settings.template, settings.shared_template is not None,
+                               time.time())
+        header = [settings.start_string or b"",
+                  b"X-Client-Addr: ", self.addr_prefix.encode(), self.addr.encode(), b"\n",
+                  b"X-Client-Proto: ", self.proto, b"\n"]
+        if self.helo_args is not None:
+            header += [b"X-Helo-Args: ", self.helo_args, b"\n"]
+        header += [b"X-Mail-Args: ", address_args(args), b"\n"]
+        try:
+            capture.open(self.server.random_id)
+            capture.add(b"".join(header))
+        except OSError as err:
+            capture_warning(self.msg, err, capture.path)
+            capture.abort()
+            return False
+        self.capture = capture
+        self.capture_failed = False
+        return True
+
+    def received_header(self):
+        client = "%s%s" % (self.addr_prefix, self.addr)
+        helo = self.helo_args if self.helo_args is not None \
+            else ("[%s]" % client).encode()
+        return b"".join([
+            b"Received: from ", helo, b" ([", client.encode(), b"])\n",
+            b"\tby ", self.server.hostname, b" (smtp-sink) with ", self.proto,
+            b" id %08x;\n" % self.capture.ident,
+            b"\t", dump.mail_date(self.capture.when).encode(), b"\n"])
+
+
+def capture_warning(msg, err, path):
+    """A capture file problem, in Postfix's words: "mkdir D: ...",
+    "open F: ..." or, for a failed write, "append file F: ..."."""
+    if isinstance(err, dump.MkdirError):
+        action, path = "mkdir", err.filename
+    elif err.filename is not None:      # os.open() names its file
+        action, path = "open", err.filename
+    else:
+        action = "append file"
+    msg.warning("%s %s: %s" % (action, os.fsdecode(path or b""), endpoints.strerror(err)))
+
+
+def address_args(args):
+    """X-Mail-Args / X-Rcpt-Args: the text after the first run of colons."""
+    colon = args.find(b":")
+    if colon < 0:
+        return b""
+    return args[colon:].lstrip(b":").lstrip(b" ")
+
+
+# -------------------------------------------------------------------- server
+
+class PooledThreadingMixIn(socketserver.ThreadingMixIn):
+    """ThreadingMixIn that reuses idle worker threads instead of starting a
+    thread per connection (a thread start costs more than a short session)."""
+
+    daemon_threads = True
+
+    def process_request(self, request, client_address):
+        with self._pool_lock:
+            if self._idle:
+                self._idle -= 1
+                self._jobs.put((request, client_address))
+                return
+            worker = threading.Thread(target=self._worker, args=(request, client_address),
+                                      name="session", daemon=self.daemon_threads)
+            self._workers.append(worker)
+        worker.start()
+
+    def _worker(self, request, client_address):
+        while request is not None:
+            self.process_request_thread(request, client_address)
+            with self._pool_lock:
+                self._idle += 1
+            request, client_address = self._jobs.get()
+
+    def _stop_workers(self):
+        with self._pool_lock:
+            workers, self._workers = self._workers, []
+        for _ in workers:
+            self._jobs.put((None, None))
+        for worker in workers:
+            worker.join()
+
+
+class SinkServer(PooledThreadingMixIn, socketserver.BaseServer):
+    """The listening socket, the session limit (-m), and what sessions share:
+    counters (-c, -M, -n), the random generator, the stop signal."""
+
+    def __init__(self, settings, listener, msg):
+        socketserver.BaseServer.__init__(self, listener.getsockname(), Session)
+        self.socket = listener
+        self.settings = settings
+        self.msg = msg
+        self.table = settings.table()
+        self.hostname = settings.hostname.encode("utf-8", "surrogateescape")
+        self.ehlo_reply = ehlo_reply(settings, self.hostname)
+        self.random = random.Random(int(time.time()))   # as Postfix: seeded by time
+        self.exit_status = None
+        self.stopped = threading.Event()
+        self.sessions = self.quits = self.messages = 0
+        self.message_total = 0
+        self.counter_lock = threading.Lock()
+        self.active = 0
+        self.active_cond = threading.Condition()
+        self.connections = set()
+        self._pool_lock = threading.Lock()
+        self._jobs = queue.SimpleQueue() if hasattr(queue, "SimpleQueue") else queue.Queue()
+        self._idle = 0
+        self._workers = []
+        self._wake_r, self._wake_w = os.pipe()
+        self.stdout = getattr(sys.stdout, "buffer", sys.stdout)
+
+    def random_id(self):
+        return self.random.getrandbits(31)
+
+    # ---- accepting
+
+    def serve(self):
+        """Accept and serve until stop(); returns the exit status."""
+        self.socket.setblocking(False)
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.socket, selectors.EVENT_READ)
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            while not self.stopped.is_set():
+                with self.active_cond:
+                    while self.active >= self.settings.max_sessions \
+                            and not self.stopped.is_set():
+                        self.active_cond.wait()
+                if self.stopped.is_set():
+                    break
+                for key, _ in selector.select():
+                    if key.fileobj is self.socket:
+                        self.accept_one()
+        return self.exit_status
+
+    def accept_one(self):
+        try:
+            request, client_address = self.socket.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return
+        except OSError as err:
+            if err.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                self.msg.warning("accept: %s" % endpoints.strerror(err))
+                self.stopped.wait(0.1)      # let sessions end and free descriptors
+                return
+            raise
+        request.setblocking(True)
+        with self.active_cond:
+            self.active += 1
+            self.connections.add(request)
+        self.process_request(request, client_address)
+
+    def shutdown_request(self, request):
+        with self.active_cond:
+            self.connections.discard(request)
+            self.active -= 1
+            self.active_cond.notify()
+        try:
+            request.close()
+        except OSError:
+            pass
+
+    def handle_error(self, request, client_address):
+        """An unexpected error in one session: report it, keep serving."""
+        err = sys.exc_info()[1]
+        self.msg.warning("session from %s ended by an internal error: %s: %s"
+                         % (client_address or "local", type(err).__name__, err))
+
+    # ---- counters (-c, -M, -n)
+
+    def show_counters(self):
+        self.stdout.write(b"sess=%d quit=%d mesg=%d\r"
+                          % (self.sessions, self.quits, self.messages))
+        self.stdout.flush()
+
+    def quit_done(self):
+        if self.settings.count:
+            with self.counter_lock:
+                self.quits += 1
+
+    def message_done(self):
+        """A message is complete; False when -M says to stop right now."""
+        settings = self.settings
+        with self.counter_lock:
+            if self.stopped.is_set():
+                return False
+            if settings.count:
+                self.messages += 1
+                self.show_counters()
+            self.message_total += 1
+            if settings.max_messages and self.message_total >= settings.max_messages:
+                self.stop(0)
+                return False
+        return True
+
+    def session_ended(self):
+        settings = self.settings
+        with self.counter_lock:
+            if self.stopped.is_set():
+                return
+            if settings.count:
+                self.sessions += 1
+                self.show_counters()
+            if settings.max_quits and self.quits >= settings.max_quits:
+                self.stop(0)
+
+    # ---- stopping
+
+    def stop(self, status):
+        """Make serve() return status; sessions are cut off."""
+        if self.exit_status is None:
+            self.exit_status = status
+        self.stopped.set()
+        with self.active_cond:
+            self.active_cond.notify_all()
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+
+    def server_close(self):
+        """Close the listener, cut off open sessions, join every thread."""
+        self.stopped.set()
+        self.socket.close()
+        with self.active_cond:
+            connections = list(self.connections)
+        for conn in connections:
+            try:
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._stop_workers()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+
+def ehlo_reply(settings, hostname):
+    lines = [b"250-" + hostname]
+    for wanted, keyword in ((settings.ehlo_pipelining, b"PIPELINING"),
+                            (settings.ehlo_8bitmime, b"8BITMIME"),
+                            (settings.ehlo_auth, b"AUTH PLAIN LOGIN"),
+                            (settings.ehlo_xclient, b"XCLIENT NAME HELO"),
+                            (settings.ehlo_xforward, b"XFORWARD NAME ADDR PROTO HELO"),
+                            (settings.ehlo_enhanced, b"ENHANCEDSTATUSCODES"),
+                            (settings.ehlo_dsn, b"DSN")):
+        if wanted:
+            lines.append(b"250-" + keyword)
+    lines.append(b"250 ")
+    return b"\r\n".join(lines) + b"\r\n"
+
+
+# ----------------------------------------------------------- option parsing
+
+def parse_options(args, msg):
+    """Turn the command line into Settings; fatal errors as Postfix words them."""
+    settings = Settings()
+    commands = settings.commands = new_commands()
+
+    def usage():
+        msg.fatal(USAGE % msg.prog)
+
+    def lookup(name):
+        row = commands.get(name.lower())
+        if row is None:
+            msg.fatal("unknown command: %s" % name)
+        return row
+
+    def mark(text, flag):
+        for name in options.split_list(text):
+            setattr(lookup(name), flag, True)
+
+    def positive(text, complaint):
+        value = options.atoi(text)
+        if value <= 0:
+            msg.fatal("%s: %s" % (complaint, text))
+        return value
+
+    def bounce_reply(text, first, kind):
+        digits = len(text) - len(text.lstrip("0123456789"))
+        if not text.startswith(first) or digits != 3:
+            msg.error("bad %s error reply: %s" % (kind, text))
+            usage()
+        return text
+
+    def command_delay(text):
+        fields = [field for field in text.split(":") if field]
+        if len(fields) < 2:
+            msg.fatal("invalid command delay argument: %s" % text)
+        row = lookup(fields[0])
+        delay = options.atoi(fields[1])
+        if delay <= 0:
+            msg.fatal("non-positive '%s' delay" % fields[0])
+        odds = options.atoi(fields[2]) if len(fields) > 2 else 0
+        if odds < 0 or odds > 99:
+            msg.fatal("delay odds for '%s' out of range" % fields[0])
+        row.delay, row.odds = delay, odds
+
+    try:
+        opts, operands = options.parse(args, OPTSTRING)
+    except options.UsageError as err:
+        if err.complaint:
+            msg.info(err.complaint)
+        usage()
+    for letter, value in opts:
+        if letter in "46":
+            settings.family = letter
+        elif letter == "8":
+            settings.ehlo_8bitmime = False
+        elif letter == "a":
+            settings.ehlo_auth = False
+        elif letter == "A":
+            if not options.alldig(value):
+                usage()
+            settings.abort_delay = options.atoi(value)
+            if settings.abort_delay < 0:
+                usage()
+        elif letter == "b":
+            settings.soft_reply = bounce_reply(value, "4", "soft")
+        elif letter == "B":
+            settings.hard_reply = bounce_reply(value, "5", "hard")
+        elif letter == "c":
+            settings.count = True
+        elif letter == "C":
+            settings.ehlo_xclient = False
+            commands["xclient"].enabled = False
+        elif letter == "d":
+            settings.single_template = value
+        elif letter == "D":
+            settings.shared_template = value
+        elif letter == "e":
+            settings.esmtp = False
+        elif letter == "E":
+            settings.ehlo_enhanced = False
+        elif letter == "f":
+            mark(value, "hard")
+            settings.ehlo_pipelining = False
+        elif letter == "F":
+            settings.ehlo_xforward = False
+            commands["xforward"].enabled = False
+        elif letter == "h":
+            settings.hostname = value
+        elif letter == "H":
+            settings.read_delay = positive(value, "bad data read delay")
+        elif letter == "L":
+            settings.lmtp = True
+        elif letter == "m":
+            settings.max_sessions = positive(value, "bad concurrency limit")
+        elif letter == "M":
+            settings.max_messages = positive(value, "bad message quit count")
+        elif letter == "n":
+            settings.max_quits = positive(value, "bad quit count")
+        elif letter == "N":
+            settings.ehlo_dsn = False
+        elif letter == "p":
+            settings.ehlo_pipelining = False
+        elif letter == "P":
+            settings.pix = True
+            settings.esmtp = False
+        elif letter == "q":
+            mark(value, "disconnect")
+        elif letter == "Q":
+            mark(value, "close")
+        elif letter == "r":
+            mark(value, "soft")
+            settings.ehlo_pipelining = False
+        elif letter == "R":
+            settings.root_dir = value
+        elif letter == "s":
+            settings.syslog_ident = os.path.basename(msg.prog)
+            mark(value, "syslog")
+        elif letter == "S":
+            settings.start_string = dump.unescape(value)
+        elif letter == "t":
+            settings.timeout = positive(value, "bad timeout")
+        elif letter == "T":
+            settings.window = positive(value, "bad TCP window size")
+        elif letter == "u":
+            settings.user = value
+        elif letter == "v":
+            settings.verbose += 1
+        elif letter == "w":
+            delay = options.atoi(value)
+            if delay <= 0:
+                usage()
+            commands["data"].delay, commands["data"].odds = delay, 0
+        elif letter == "W":
+            command_delay(value)
+    if len(operands) != 2:
+        usage()
+    settings.endpoint = operands[0]
+    settings.backlog = options.atoi(operands[1])
+    if settings.backlog <= 0:
+        usage()
+    if settings.single_template is not None and settings.shared_template is not None:
+        msg.fatal("use only one of -d or -D, but not both")
+    # Which greeting verbs exist: LHLO for LMTP, HELO only without ESMTP.
+    if settings.lmtp:
+        commands["lhlo"].enabled = True
+    else:
+        commands["helo"].enabled = True
+        commands["ehlo"].enabled = settings.esmtp
+    return settings
+
+
+def prepare_for_chroot():
+    """Load now what sessions use later: after chroot(2) the library files,
+    codecs and time zone data may be out of reach."""
+    time.strftime("%a, %e %b %Y %H:%M:%S %z (%Z)", time.localtime())
+    "x".encode("latin-1").decode("latin-1")
+    "x".encode("utf-8", "surrogateescape").decode("ascii", "replace")
+    os.fsencode("x")
+    random.Random(0).getrandbits(31)
+
+
+# ---------------------------------------------------------------------- main
+
+def main(argv=None, prog=None):
+    """Run the sink; returns the exit status."""
+    if argv is None:
+        argv = sys.argv[1:]
+    msg = messages.Messages(prog or messages.program_name(sys.argv[0], PROGRAM))
+    server = None
+    try:
+        # 1. Parse the command line.
+        settings = parse_options(argv, msg)
+        msg.verbose = settings.verbose
+        if os.geteuid() == 0 and settings.user is None:
+            msg.fatal("-u option is required if running as root")
+        if settings.syslog_ident is not None:
+            syslog.openlog(settings.syslog_ident, syslog.LOG_PID | syslog.LOG_NDELAY,
+                           syslog.LOG_MAIL)
+        if msg.verbose:
+            msg.info("name_mask: all")
+
+        # 2. Open the listening socket (as root, if we are root).
+        listener, _ = endpoints.listen(settings.endpoint, settings.backlog, msg,
+                                       settings.family, settings.window)
+
+        # 3. Give up privileges for good: chroot, groups, gid, uid.
+        try:
+            prepare_for_chroot()
+            privileges.drop(settings.user, settings.root_dir, msg)
+        except BaseException:
+            listener.close()
+            raise
+
+        # 4. Serve until -M or -n says stop (or a signal ends the process).
+        server = SinkServer(settings, listener, msg)
+        return server.serve()
+    except messages.Fatal:
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if server is not None:
+            server.server_close()
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.SIG_DFL)    # as Postfix: ^C just ends it
+    sys.exit(main())

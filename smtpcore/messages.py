@@ -1,0 +1,84 @@
+"""Diagnostics in Postfix's format.
+
+Postfix's tools write one line per diagnostic on stderr, prefixed with the
+program name as it was invoked:
+
+    smtp-sink: fatal: bad timeout: abc
+    smtp-sink: warning: command line too long
+    smtp-sink: connect (AF_INET 127.0.0.1)          (informational, -v)
+
+A fatal error ends the program with exit status 1.  Here fatal() raises
+Fatal, which main() turns into that exit status, so that nothing prints a
+traceback and tests can call main() in-process.
+"""
+
+import os
+import sys
+import threading
+
+
+class Fatal(Exception):
+    """A fatal error; the message has already been printed."""
+
+    exit_status = 1
+
+
+def program_name(argv0, canonical):
+    """The name to put in front of diagnostics.
+
+    Postfix uses argv[0] exactly as given.  We do the same for installed
+    commands ("smtp-sink", "/usr/local/bin/smtp-sink"), but a Python file name
+    ("smtp_sink.py", "smtp-sink.pyz", "__main__.py") is replaced by the
+    canonical tool name, so that messages read the same as Postfix's.
+    """
+    base = os.path.basename(argv0 or "")
+    if not base or base.endswith((".py", ".pyz", ".pyc")) or base == "-c":
+        return canonical
+    return argv0
+
+
+def to_bytes(text):
+    """Encode a diagnostic; undecodable argv bytes come back as they were."""
+    if isinstance(text, bytes):
+        return text
+    return text.encode("utf-8", "surrogateescape")
+
+
+class Messages:
+    """Writes diagnostics; shared by all threads, one whole line at a time."""
+
+    def __init__(self, prog, stream=None):
+        self.prog = prog
+        self.verbose = 0
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def _write(self, level, text):
+        data = to_bytes(self.prog) + b": " + level + to_bytes(text) + b"\n"
+        stream = self._stream
+        if stream is None:
+            stream = getattr(sys.stderr, "buffer", None)
+        with self._lock:
+            try:
+                if stream is None:
+                    sys.stderr.write(data.decode("utf-8", "replace"))
+                    sys.stderr.flush()
+                else:
+                    stream.write(data)
+                    stream.flush()
+            except (OSError, ValueError):
+                pass            # stderr closed: nothing sensible to do
+
+    def info(self, text):
+        """An informational line (-v); text may be str or raw bytes."""
+        self._write(b"", text)
+
+    def warning(self, text):
+        self._write(b"warning: ", text)
+
+    def error(self, text):
+        self._write(b"error: ", text)
+
+    def fatal(self, text):
+        self._write(b"fatal: ", text)
+        raise Fatal(text)

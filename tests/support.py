@@ -1,0 +1,323 @@
+"""Shared test helpers: paths, running the tools, peers, bounded waits.
+
+Every wait here has a deadline; every process a test starts is stopped by
+its PID in cleanup.  Tests that need Postfix's tools (or another peer) skip
+with a loud message on stderr when it is missing.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SINK = os.path.join(ROOT, "smtp_sink.py")
+SOURCE = os.path.join(ROOT, "smtp_source.py")
+POSTFIX_SINK = "/usr/sbin/smtp-sink"
+POSTFIX_SOURCE = "/usr/sbin/smtp-source"
+TIMEOUT = 20            # upper bound for any single wait in a test
+
+IS_ROOT = os.geteuid() == 0
+# Postfix's smtp-sink (and ours) refuse to run as root without -u.
+PRIVS = ["-u", "nobody"] if IS_ROOT else []
+
+_warned = set()
+
+
+def loud_skip(what):
+    """Skip a test because a peer is missing, and say so on stderr."""
+    if what not in _warned:
+        _warned.add(what)
+        sys.stderr.write("\n*** SKIPPED: %s is not installed; tests that need it do "
+                         "NOT run here (CI installs it) ***\n" % what)
+    raise unittest.SkipTest("%s is not installed" % what)
+
+
+def need_postfix(test=None):
+    if not (os.access(POSTFIX_SINK, os.X_OK) and os.access(POSTFIX_SOURCE, os.X_OK)):
+        loud_skip("Postfix (smtp-sink/smtp-source)")
+
+
+def need_program(name):
+    path = shutil.which(name)
+    if path is None:
+        loud_skip(name)
+    return path
+
+
+def python_cmd(script, *args):
+    return [sys.executable, script] + [os.fsdecode(a) for a in args]
+
+
+def run(cmd, timeout=TIMEOUT, **kw):
+    """Run a command to completion; returns CompletedProcess with bytes."""
+    return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          stdin=subprocess.DEVNULL, timeout=timeout, **kw)
+
+
+def free_port(family=socket.AF_INET):
+    """A TCP port that was free a moment ago (for servers in subprocesses,
+    which must be told their port; in-process servers use port 0)."""
+    host = "::1" if family == socket.AF_INET6 else "127.0.0.1"
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout=TIMEOUT, interval=0.01, what="condition"):
+    """Poll predicate until it is true; fail after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    event = threading.Event()
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
+        event.wait(interval)
+
+
+def listening(address, family):
+    """True when something listens on address, read from /proc/net so that
+    no probe connection disturbs the server's session counters."""
+    if family == socket.AF_UNIX:
+        with open("/proc/net/unix") as table:
+            return any(line.split()[3] == "00010000" and line.rstrip("\n").endswith(" " + address)
+                       for line in table if len(line.split()) >= 8)
+    name = "/proc/net/tcp6" if family == socket.AF_INET6 else "/proc/net/tcp"
+    port = ":%04X" % address[1]
+    with open(name) as table:
+        return any(fields[1].endswith(port) and fields[3] == "0A"
+                   for fields in (line.split() for line in table) if len(fields) > 3)
+
+
+class Server:
+    """A server process (ours or Postfix's) listening on a known endpoint.
+
+    Usage: srv = Server(cmd, address, family); srv.start(test) registers the
+    cleanup that stops it by PID.  Waits until it listens (without
+    connecting: a probe would count as a session).
+    """
+
+    def __init__(self, cmd, address, family, env=None, probe=True):
+        self.cmd, self.address, self.family = cmd, address, family
+        self.env, self.probe = env, probe
+        self.proc = None
+
+    def start(self, test):
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                     env=self.env)
+        test.addCleanup(self.stop)
+        if self.probe:
+            wait_until(lambda: self.proc.poll() is not None
+                       or self._listening(), what="server %r" % self.cmd)
+            if self.proc.poll() is not None:
+                out, err = self.proc.communicate()
+                raise AssertionError("server exited %s: %r" % (self.proc.returncode, err))
+        return self
+
+    def _listening(self):
+        return listening(self.address, self.family)
+
+    def stop(self):
+        """Terminate (if still running); returns (rc, stdout, stderr)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            out, err = self.proc.communicate(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate(timeout=TIMEOUT)
+        self.result = (self.proc.returncode, out, err)
+        self.proc = None
+        return self.result
+
+    def wait(self, timeout=TIMEOUT):
+        """Wait for the server to exit by itself; returns (rc, stdout, stderr)."""
+        out, err = self.proc.communicate(timeout=timeout)
+        self.result = (self.proc.returncode, out, err)
+        self.proc = None
+        return self.result
+
+
+def temp_dir(test):
+    """A temporary directory, removed in cleanup; world-writable so that a
+    server running with -u nobody can write dumps and sockets there."""
+    path = tempfile.mkdtemp(prefix="smtptest-")
+    os.chmod(path, 0o777)
+    test.addCleanup(shutil.rmtree, path, True)
+    return path
+
+
+def recv_until(sock, ending, timeout=TIMEOUT, limit=1 << 24):
+    """Read from sock until the data ends with `ending` (or EOF); bounded."""
+    sock.settimeout(timeout)
+    data = b""
+    while not data.endswith(ending) and len(data) < limit:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def recv_all(sock, timeout=TIMEOUT):
+    """Read until the peer closes; bounded."""
+    sock.settimeout(timeout)
+    chunks = []
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class Wait:
+    """A conversation step: wait until the replies so far contain `marker`
+    `count` times (so that what follows is sent after those replies)."""
+
+    def __init__(self, marker, count=1):
+        self.marker, self.count = marker, count
+
+
+def connect(address, family, timeout=TIMEOUT):
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def converse(address, family, steps, half_close=True, timeout=TIMEOUT):
+    """Play a client: send each bytes step as its own write (a Wait step
+    waits for replies), then half-close and collect everything the server
+    sends until it closes.  Returns (replies, how) where how is "eof",
+    "reset" or "timeout"."""
+    sock = connect(address, family, timeout)
+    received = bytearray()
+    how = []
+    cond = threading.Condition()
+
+    def reader():
+        result = "eof"
+        try:
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                with cond:
+                    received.extend(chunk)
+                    cond.notify_all()
+        except ConnectionResetError:
+            result = "reset"
+        except socket.timeout:
+            result = "timeout"
+        except OSError:
+            result = "reset"
+        with cond:
+            how.append(result)
+            cond.notify_all()
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for step in steps:
+            if isinstance(step, Wait):
+                with cond:
+                    ok = cond.wait_for(lambda: how or received.count(step.marker) >= step.count,
+                                       timeout)
+                if not ok:
+                    raise AssertionError("no %r in %r" % (step.marker, bytes(received)))
+                continue
+            try:
+                sock.sendall(step)
+            except OSError:
+                break               # the server hung up; keep what it said
+        if half_close:
+            try:
+                sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+        thread.join(timeout + 5)
+    finally:
+        sock.close()
+        thread.join(timeout + 5)
+    return bytes(received), (how[0] if how else "timeout")
+
+
+class InProcessSink:
+    """Our sink served by a thread of the test process (no privilege
+    changes, no root check: those are tested in subprocesses).
+
+    args are smtp-sink options; the endpoint defaults to 127.0.0.1:0.
+    .address/.family say where it listens, .stderr()/.stdout() what it
+    printed, .status its exit status once it stopped by itself."""
+
+    def __init__(self, test, args, endpoint="127.0.0.1:0", backlog="100"):
+        import io
+        sys.path.insert(0, ROOT) if ROOT not in sys.path else None
+        import smtp_sink
+        from smtpcore import endpoints, messages
+        self._err = io.BytesIO()
+        self.msg = messages.Messages("smtp-sink", stream=self._err)
+        settings = smtp_sink.parse_options(list(args) + [endpoint, backlog], self.msg)
+        self.msg.verbose = settings.verbose
+        listener, kind = endpoints.listen(settings.endpoint, settings.backlog, self.msg,
+                                          settings.family, settings.window)
+        self.server = smtp_sink.SinkServer(settings, listener, self.msg)
+        self._out = io.BytesIO()
+        self.server.stdout = self._out
+        if kind == "unix":
+            self.address, self.family = endpoint[5:], socket.AF_UNIX
+        else:
+            self.address, self.family = listener.getsockname()[:2], listener.family
+        self.status = "running"
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._serve, name="sink")
+        self.thread.start()
+        test.addCleanup(self.stop)
+
+    def _serve(self):
+        try:
+            self.status = self.server.serve()
+        finally:
+            self.server.server_close()
+            self.done.set()
+
+    def stop(self):
+        if self.thread.is_alive():
+            self.server.stop(None)
+            self.thread.join(TIMEOUT)
+            if self.thread.is_alive():
+                raise AssertionError("sink thread did not stop")
+
+    def wait(self, timeout=TIMEOUT):
+        """Wait until the sink stops by itself (-M, -n); returns the status."""
+        if not self.done.wait(timeout):
+            raise AssertionError("sink did not stop by itself")
+        self.thread.join(TIMEOUT)
+        return self.status
+
+    def converse(self, steps, **kw):
+        return converse(self.address, self.family, steps, **kw)
+
+    def stderr(self):
+        return self._err.getvalue()
+
+    def stdout(self):
+        return self._out.getvalue()
