@@ -505,10 +505,11 @@ class Session(socketserver.BaseRequestHandler):
         if self.capture_failed:
             capture.abort()
             return False
+        path = capture.path
         try:
             capture.commit()
         except OSError as err:
-            capture_warning(self.msg, err, capture.path)
+            capture_warning(self.msg, err, path)
             return False
         return True
 

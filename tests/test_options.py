@@ -1,0 +1,47 @@
+"""smtpcore.options: getopt and atoi as the C library does them."""
+
+import unittest
+
+from smtpcore import options
+
+
+class AtoiTest(unittest.TestCase):
+    def test_values(self):
+        cases = {"5": 5, "5x": 5, " 7": 7, "\t+3": 3, "-1": -1, "abc": 0, "": 0,
+                 "0x10": 0, "-": 0, "1.9": 1, "99999999999": 1215752191,
+                 "4294967296": 0, "2147483648": -2147483648}
+        for text, value in cases.items():
+            self.assertEqual(options.atoi(text), value, text)
+
+    def test_alldig(self):
+        self.assertTrue(options.alldig("0123"))
+        for text in ("", "1a", " 1", "-1", "\u0661"):
+            self.assertFalse(options.alldig(text), text)
+
+
+class ParseTest(unittest.TestCase):
+    def test_posix_order(self):
+        opts, rest = options.parse(["-c", "-m5", "-v", "host:1", "-d", "x"], "+cm:vd:")
+        self.assertEqual(opts, [("c", None), ("m", "5"), ("v", None)])
+        self.assertEqual(rest, ["host:1", "-d", "x"])
+
+    def test_double_dash_and_lone_dash(self):
+        self.assertEqual(options.parse(["-c", "--", "-x"], "+c"), ([("c", None)], ["-x"]))
+        self.assertEqual(options.parse(["-", "-c"], "+c"), ([], ["-", "-c"]))
+
+    def test_glibc_complaints(self):
+        with self.assertRaises(options.UsageError) as cm:
+            options.parse(["-Z"], "+cm:")
+        self.assertEqual(cm.exception.complaint, "invalid option -- 'Z'")
+        with self.assertRaises(options.UsageError) as cm:
+            options.parse(["-c", "-m"], "+cm:")
+        self.assertEqual(cm.exception.complaint, "option requires an argument -- 'm'")
+
+    def test_split_list(self):
+        self.assertEqual(options.split_list(" helo,,MAIL\trcpt\r\n.,"),
+                         ["helo", "MAIL", "rcpt", "."])
+        self.assertEqual(options.split_list(",,,"), [])
+
+
+if __name__ == "__main__":
+    unittest.main()
