@@ -1040,6 +1040,7 @@ def main(argv=None, prog=None):
         argv = sys.argv[1:]
     msg = messages.Messages(prog or messages.program_name(sys.argv[0], PROGRAM))
     server = None
+    terminated = []
     try:
         # 1. Parse the command line.
         settings = parse_options(argv, msg)
@@ -1064,8 +1065,14 @@ def main(argv=None, prog=None):
             listener.close()
             raise
 
-        # 4. Serve until -M or -n says stop (or a signal ends the process).
+        # 4. Serve until -M or -n says stop.  SIGTERM stops it too, but only
+        #    between whole capture records; the process then ends as killed.
         server = SinkServer(settings, listener, msg)
+        if threading.current_thread() is threading.main_thread():
+            def on_term(signum, frame):
+                terminated.append(signum)
+                server.stop(None)
+            signal.signal(signal.SIGTERM, on_term)
         return server.serve()
     except messages.Fatal:
         return 1
@@ -1074,6 +1081,9 @@ def main(argv=None, prog=None):
     finally:
         if server is not None:
             server.server_close()
+        if terminated:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 if __name__ == "__main__":
