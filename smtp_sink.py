@@ -110,6 +110,7 @@ import selectors
 import signal
 import socket
 import socketserver
+import struct
 import sys
 import syslog
 import threading
@@ -166,7 +167,7 @@ class Command:
     delay, then the verb's own handler)."""
 
     __slots__ = ("name", "handler", "enabled", "syslog", "disconnect",
-                 "close", "hard", "soft", "delay", "odds")
+                 "close", "hard", "soft", "delay", "odds", "plain")
 
     def __init__(self, name, handler, enabled=True):
         self.name = name
@@ -179,6 +180,11 @@ class Command:
         self.soft = False           # -r
         self.delay = 0              # -W / -w, seconds
         self.odds = 0               # -W odds, 0: a fixed delay
+        self.plain = True           # none of the above: straight to the handler
+
+    def settle(self):
+        self.plain = not (self.syslog or self.disconnect or self.close or self.hard
+                          or self.soft or self.delay)
 
 
 class Settings:
@@ -224,6 +230,8 @@ class Settings:
 
     def table(self):
         """The command table keyed by lower-case verb (bytes)."""
+        for row in self.commands.values():
+            row.settle()
         return {name.encode(): row for name, row in self.commands.items()}
 
 
@@ -279,7 +287,10 @@ class Session(socketserver.BaseRequestHandler):
         sock = self.request
         family = sock.family
         self.addr, self.addr_prefix = endpoints.client_address(family, self.client_address)
-        sock.settimeout(self.settings.timeout)
+        # -t: kernel timeouts on a blocking socket (a Python timeout would
+        # poll(2) before every read and write).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, self.server.timeval)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, self.server.timeval)
         if family != socket.AF_UNIX:
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
@@ -319,7 +330,7 @@ class Session(socketserver.BaseRequestHandler):
             self.flush()
         except SessionEnd as end:
             reason = end.args[0] if end.args else None
-        except socket.timeout:
+        except (BlockingIOError, socket.timeout):     # SO_RCVTIMEO / SO_SNDTIMEO
             self.msg.warning("write timeout" if self.writing else "read timeout")
             reason = None
         except OSError:
@@ -338,7 +349,9 @@ class Session(socketserver.BaseRequestHandler):
             data = b"".join(self.out)
             self.out = []
             self.writing = True
-            self.request.sendall(data)
+            sent = self.request.send(data)
+            if sent < len(data):
+                self.request.sendall(data[sent:])
             self.writing = False
 
     def feed(self, data):
@@ -398,6 +411,8 @@ class Session(socketserver.BaseRequestHandler):
         if row is None or not row.enabled:
             self.out.append(UNKNOWN_COMMAND)
             return True
+        if row.plain:
+            return row.handler(self, dump.printable(args))
         return self.execute(row, verb, dump.printable(args))
 
     def execute(self, row, verb, args):
@@ -714,6 +729,7 @@ class SinkServer(PooledThreadingMixIn, socketserver.BaseServer):
         self.hostname = settings.hostname.encode("utf-8", "surrogateescape")
         self.ehlo_reply = ehlo_reply(settings, self.hostname)
         self.random = random.Random(int(time.time()))   # as Postfix: seeded by time
+        self.timeval = struct.pack("@ll", settings.timeout, 0)
         self.exit_status = None
         self.stopped = threading.Event()
         self.sessions = self.quits = self.messages = 0
@@ -915,13 +931,7 @@ def parse_options(args, msg):
             msg.fatal("delay odds for '%s' out of range" % fields[0])
         row.delay, row.odds = delay, odds
 
-    try:
-        opts, operands = options.parse(args, OPTSTRING)
-    except options.UsageError as err:
-        if err.complaint:
-            msg.info(err.complaint)
-        usage()
-    for letter, value in opts:
+    def apply_option(letter, value):
         if letter in "46":
             settings.family = letter
         elif letter == "8":
@@ -1005,6 +1015,16 @@ def parse_options(args, msg):
             commands["data"].delay, commands["data"].odds = delay, 0
         elif letter == "W":
             command_delay(value)
+
+    parser = options.GetOpt(args, OPTSTRING)
+    try:
+        for letter, value in parser:
+            apply_option(letter, value)
+    except options.UsageError as err:
+        if err.complaint:
+            msg.info(err.complaint)
+        usage()
+    operands = parser.operands
     if len(operands) != 2:
         usage()
     settings.endpoint = operands[0]

@@ -7,7 +7,6 @@ those details, so we reproduce them, including glibc's wording of getopt's
 own complaints.
 """
 
-import getopt
 import re
 
 # glibc's getopt complaints (printed as "prog: <text>" before the usage line).
@@ -27,28 +26,66 @@ class UsageError(Exception):
         self.complaint = complaint
 
 
-def parse(args, optstring):
-    """Parse args like getopt(3) with a leading '+' (POSIX order).
+class GetOpt:
+    """getopt(3) with a leading '+' (POSIX order), one option at a time.
 
-    Returns (options, operands) where options is a list of (letter, value)
-    pairs, value being None for flags.  Raises UsageError for an unknown
-    option or a missing argument.
+        parser = GetOpt(args, "+cm:v")
+        for letter, value in parser:        # value is None for a flag
+            ...
+        operands = parser.operands
+
+    Iterating raises UsageError at an unknown option or a missing argument,
+    so -- as with the C library -- options before it have already been
+    acted on (and may have been fatal first).  "--help" is three unknown
+    letters to getopt(3): the complaint is about '-'.
     """
-    wants_arg = {}
-    letters = optstring.lstrip("+:")
-    for i, ch in enumerate(letters):
-        if ch != ":":
-            wants_arg[ch] = letters[i + 1:i + 2] == ":"
-    try:
-        pairs, operands = getopt.getopt(list(args), letters)
-    except getopt.GetoptError as err:
-        letter = err.opt or "?"
-        if letter in wants_arg:
-            raise UsageError(MISSING_ARGUMENT % letter) from None
-        raise UsageError(INVALID_OPTION % letter) from None
-    options = [(flag[1], value if wants_arg[flag[1]] else None)
-               for flag, value in pairs]
-    return options, operands
+
+    def __init__(self, args, optstring):
+        self.args = list(args)
+        self.operands = None
+        self.wants_arg = {}
+        letters = optstring.lstrip("+")
+        for i, ch in enumerate(letters):
+            if ch != ":":
+                self.wants_arg[ch] = letters[i + 1:i + 2] == ":"
+
+    def __iter__(self):
+        args = self.args
+        i = 0
+        while i < len(args):
+            arg = args[i]
+            if arg == "--":
+                i += 1
+                break
+            if not arg.startswith("-") or arg == "-":
+                break
+            j = 1
+            while j < len(arg):
+                letter = arg[j]
+                if letter not in self.wants_arg:
+                    raise UsageError(INVALID_OPTION % letter)
+                if not self.wants_arg[letter]:
+                    yield letter, None
+                    j += 1
+                    continue
+                if j + 1 < len(arg):
+                    value = arg[j + 1:]
+                elif i + 1 < len(args):
+                    i += 1
+                    value = args[i]
+                else:
+                    raise UsageError(MISSING_ARGUMENT % letter)
+                yield letter, value
+                break
+            i += 1
+        self.operands = args[i:]
+
+
+def parse(args, optstring):
+    """All options at once: (list of (letter, value), operands)."""
+    parser = GetOpt(args, optstring)
+    pairs = list(parser)
+    return pairs, parser.operands
 
 
 def atoi(text):

@@ -43,5 +43,24 @@ class ParseTest(unittest.TestCase):
         self.assertEqual(options.split_list(",,,"), [])
 
 
+
+class IncrementalTest(unittest.TestCase):
+    """Options before a bad one are seen first, as with getopt(3) -- so an
+    earlier fatal option wins over a later unknown one."""
+
+    def test_order(self):
+        parser = options.GetOpt(["-c", "-m", "0", "-Z", "x"], "+cm:")
+        seen = []
+        with self.assertRaises(options.UsageError):
+            for pair in parser:
+                seen.append(pair)
+        self.assertEqual(seen, [("c", None), ("m", "0")])
+
+    def test_long_option_is_dash_letters(self):
+        with self.assertRaises(options.UsageError) as cm:
+            list(options.GetOpt(["--help"], "+c"))
+        self.assertEqual(cm.exception.complaint, "invalid option -- '-'")
+
+
 if __name__ == "__main__":
     unittest.main()
