@@ -96,7 +96,10 @@ DIFFERENCES FROM POSTFIX
     at once instead of after a one-second pause.  When a capture file
     cannot be created or written, Postfix exits; this program prints a
     warning, answers the transaction with "451 4.3.0 Error: capture file
-    unavailable" (never 250), and keeps serving.
+    unavailable" (never 250), and keeps serving.  Syslog (-s) is connected
+    and the time zone loaded before -R changes the root directory, so both
+    keep working inside an empty jail (Postfix then logs nothing and dates
+    captures in UTC).
 
 EXIT STATUS
     0 after -M or -n; 1 after a usage or start-up error.
