@@ -13,9 +13,11 @@ DESCRIPTION
     every transaction to files, rejects or delays chosen commands, or drops
     connections, so that a client's error handling can be exercised.
 
-    Every session runs in its own thread.  By default the program behaves
-    like Postfix 3.7's smtp-sink, byte for byte, so that command lines and
-    scripts written for that program work unchanged.
+    All sessions run in one thread, on one event loop, as in Postfix (a
+    thread per session is three times slower in Python: see
+    smtpcore/loop.py).  By default the program behaves like Postfix 3.7's
+    smtp-sink, byte for byte, so that command lines and scripts written for
+    that program work unchanged.
 
     An endpoint is "host:port", "[address]:port" (also "[::1]:port"),
     ":port" or "port" (all IPv4 addresses), optionally with an "inet:"
@@ -107,19 +109,16 @@ EXIT STATUS
 
 import errno
 import os
-import queue
 import random
-import selectors
 import signal
 import socket
-import socketserver
 import struct
 import sys
 import syslog
 import threading
 import time
 
-from smtpcore import dump, endpoints, messages, options, privileges
+from smtpcore import dump, endpoints, loop, messages, options, privileges
 
 # ----------------------------------------------------------------- constants
 
@@ -260,40 +259,48 @@ def new_commands():
 # ------------------------------------------------------------------ sessions
 
 class SessionEnd(Exception):
-    """Raised inside a session to end it (QUIT, -q, -Q, -A, -M, ...)."""
+    """Raised inside a session to end it (QUIT, -q, -Q, -A, -M, ...);
+    what is pending is still sent.  args[0]: what -v says ("disconnect")."""
 
 
-class Session(socketserver.BaseRequestHandler):
+class WriteTimeout(Exception):
+    """The client did not take our replies within -t seconds."""
+
+
+class Session(loop.Waiter):
     """One client connection: reads commands and message data, writes replies.
 
-    Replies are collected in self.out and sent with one write whenever the
-    input at hand has been used up (RFC 2920), before any delay, and before
-    the connection is closed.
+    The protocol side is plain method calls: feed() takes the bytes that
+    came in, parses command lines or message data, and each command's
+    handler appends its reply to self.out.  The replies are sent with one
+    write when the input at hand is used up (RFC 2920).  A delay (-W, -w,
+    -A, -H) stops the parsing: self.pause says how long and what to do
+    then, and the input not yet used waits in self.pending.
+
+    The I/O side is the generator run(), driven by the server's event loop.
     """
 
-    def setup(self):
-        server = self.server
-        self.settings = server.settings
+    def __init__(self, server, sock, peer):
+        self.server = server
+        self.settings = settings = server.settings
         self.table = server.table
         self.msg = server.msg
+        self.sock = sock
+        self.fd = sock.fileno()
         self.out = []
         self.line = b""             # an incomplete command line
+        self.pending = b""          # input waiting for the end of a pause
+        self.pause = None           # (seconds, what to do after) or None
         self.in_data = False
         self.tail = b""             # the last bytes of the DATA stream so far
         self.in_mail = False
         self.rcpts = 0              # as Postfix: LMTP end of data leaves -1
         self.capture = None         # dump.Capture of the open transaction
         self.capture_failed = False # a write to it failed: do not say 250
-        self.writing = False
         self.helo_args = None
-        self.proto = b"LMTP" if self.settings.lmtp else b"SMTP"
-        sock = self.request
+        self.proto = b"LMTP" if settings.lmtp else b"SMTP"
         family = sock.family
-        self.addr, self.addr_prefix = endpoints.client_address(family, self.client_address)
-        # -t: kernel timeouts on a blocking socket (a Python timeout would
-        # poll(2) before every read and write).
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, self.server.timeval)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, self.server.timeval)
+        self.addr, self.addr_prefix = endpoints.client_address(family, peer)
         if family != socket.AF_UNIX:
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
@@ -302,12 +309,16 @@ class Session(socketserver.BaseRequestHandler):
                 pass                    # already reset by the client
         if self.msg.verbose:
             self.verbose_connect(sock, family)
+        self.steps = self.run()
 
     def verbose_connect(self, sock, family):
         name = {socket.AF_INET: "AF_INET", socket.AF_INET6: "AF_INET6"}.get(family, "AF_LOCAL")
         self.msg.info("connect (%s %s)" % (name, self.addr))
         if family != socket.AF_UNIX:
-            mss = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG)
+            try:
+                mss = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG)
+            except OSError:
+                mss = 0
             self.msg.info("vstream_tweak_tcp: TCP_MAXSEG %d" % mss)
             if mss * 4 > 4096:
                 self.msg.info("fd=%d: stream buffer size old=0 new=%d"
@@ -315,57 +326,100 @@ class Session(socketserver.BaseRequestHandler):
         self.msg.info("smtp_stream_setup: maxtime=%d enable_deadline=0 "
                       "min_data_rate=0" % self.settings.timeout)
 
-    # ---- the conversation
+    # ---- the conversation (I/O)
 
-    def handle(self):
-        sock = self.request
+    def run(self):
+        """The session's life, as the event loop drives it."""
+        sock, timeout, feed = self.sock, self.settings.timeout, self.feed
         reason = "disconnect"
         try:
-            if self.execute(self.table[b"connect"], b"connect", b""):
-                self.flush()
+            try:
+                self.execute(self.table[b"connect"], b"connect", b"")
+                yield from self.respond()
                 while True:
-                    data = sock.recv(RECV_SIZE)
+                    self.deadline = time.monotonic() + timeout
+                    if not (yield loop.READABLE):
+                        self.msg.warning("read timeout")
+                        reason = None
+                        break
+                    try:
+                        data = sock.recv(RECV_SIZE)
+                    except BlockingIOError:
+                        continue
                     if not data:
                         break
-                    if not self.feed(data):
-                        break
-                    self.flush()
-            self.flush()
-        except SessionEnd as end:
-            reason = end.args[0] if end.args else None
-        except (BlockingIOError, socket.timeout):     # SO_RCVTIMEO / SO_SNDTIMEO
-            self.msg.warning("write timeout" if self.writing else "read timeout")
+                    feed(data)
+                    if self.out or self.pause:
+                        yield from self.respond()
+            except SessionEnd as end:
+                reason = end.args[0] if end.args else None
+                yield from self.respond(final=True)
+        except WriteTimeout:
+            self.msg.warning("write timeout")
             reason = None
         except OSError:
             reason = "disconnect"       # reset by the client: silent, as Postfix
+        finally:
+            self.close()
         if reason and self.msg.verbose:
             self.msg.info(reason)
 
-    def finish(self):
+    def respond(self, final=False):
+        """Send the replies; carry out pauses and what comes after them."""
+        while True:
+            if self.out:
+                data = b"".join(self.out)
+                self.out = []
+                try:
+                    sent = self.sock.send(data)
+                except BlockingIOError:
+                    sent = 0
+                if sent < len(data):
+                    yield from self.drain(data[sent:])
+            if final or self.pause is None:
+                return
+            seconds, then = self.pause
+            self.pause = None
+            if seconds > 0:
+                yield seconds
+            if then is not None:
+                then()
+            if self.pause is None and self.pending:
+                data, self.pending = self.pending, b""
+                self.feed(data)
+
+    def drain(self, data):
+        """The client is slow to read: wait until it takes all of data."""
+        timeout = self.settings.timeout
+        while data:
+            self.deadline = time.monotonic() + timeout
+            if not (yield loop.WRITABLE):
+                raise WriteTimeout()
+            try:
+                sent = self.sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            data = data[sent:]
+
+    def close(self):
         if self.capture is not None:
             self.capture.abort()
             self.capture = None
-        self.server.session_ended()
+        self.server.session_ended(self)
 
-    def flush(self):
-        if self.out:
-            data = b"".join(self.out)
-            self.out = []
-            self.writing = True
-            sent = self.request.send(data)
-            if sent < len(data):
-                self.request.sendall(data[sent:])
-            self.writing = False
+    # ---- the conversation (protocol)
 
     def feed(self, data):
-        """Use up received bytes; False when the session is over."""
+        """Use up received bytes, up to the end or up to a pause."""
         while data:
             if self.in_data:
                 data = self.data_bytes(data)
                 if self.in_data:
-                    return True
-                if not self.end_of_data():
-                    return False
+                    return
+                self.end_of_data()
+                if self.pause:
+                    self.pending = data
+                    return
                 continue
             if self.line:
                 data = self.line + data
@@ -376,22 +430,22 @@ class Session(socketserver.BaseRequestHandler):
                 if end < 0:
                     rest = data[start:]
                     if len(rest) > MAX_LINE:
-                        return self.too_long()
+                        self.too_long()
                     self.line = rest
-                    return True
+                    return
                 if end + 2 - start > MAX_LINE:
-                    return self.too_long()
-                if not self.command(data[start:end]):
-                    return False
+                    self.too_long()
+                self.command(data[start:end])
                 start = end + 2
+                if self.pause:
+                    self.pending = data[start:]
+                    return
                 if self.in_data:
                     data = data[start:]
                     break
-        return True
 
     def too_long(self):
         self.msg.warning("command line too long")
-        self.flush()
         raise SessionEnd("disconnect")
 
     def command(self, line):
@@ -409,14 +463,14 @@ class Session(socketserver.BaseRequestHandler):
             args = head + blank + args
         if not verb:
             self.out.append(EMPTY_COMMAND)
-            return True
+            return
         row = self.table.get(verb.lower())
         if row is None or not row.enabled:
             self.out.append(UNKNOWN_COMMAND)
-            return True
-        if row.plain:
-            return row.handler(self, dump.printable(args))
-        return self.execute(row, verb, dump.printable(args))
+        elif row.plain:
+            row.handler(self, dump.printable(args))
+        else:
+            self.execute(row, verb, dump.printable(args))
 
     def execute(self, row, verb, args):
         """Apply the options' flags of a command, then its handler."""
@@ -425,19 +479,18 @@ class Session(socketserver.BaseRequestHandler):
             syslog.syslog(syslog.LOG_INFO, "%s %.100s" % (verb.decode("latin-1"),
                                                           args.decode("latin-1")))
         if row.disconnect:
-            self.flush()
             raise SessionEnd("disconnect")
         if row.close:
             self.out.append(CLOSE_REPLY)
-            self.flush()
             raise SessionEnd("disconnect")
         if row.hard or row.soft:
             reply = settings.hard_reply if row.hard else settings.soft_reply
             self.reject(row, reply)
-            return True
-        if row.delay:
-            self.pause(row.delay * self.delay_multiplier(row.odds))
-        return row.handler(self, args)
+        elif row.delay:
+            self.pause = (row.delay * self.delay_multiplier(row.odds),
+                          lambda: row.handler(self, args))
+        else:
+            row.handler(self, args)
 
     def reject(self, row, reply):
         line = reply.encode("utf-8", "surrogateescape") + b"\r\n"
@@ -464,14 +517,6 @@ class Session(socketserver.BaseRequestHandler):
         while self.server.random.randrange(100) < odds:
             rolls += 1
         return rolls
-
-    def pause(self, seconds):
-        """Send what is pending, then wait (-W, -w, -A, -H)."""
-        self.flush()
-        if seconds > 0:
-            self.server.stopped.wait(seconds)
-            if self.server.stopped.is_set():
-                raise SessionEnd(None)
 
     # ---- message data
 
@@ -508,15 +553,15 @@ class Session(socketserver.BaseRequestHandler):
         stored = capture is None or self.store(capture)
         self.in_mail = False
         if stored and not self.server.message_done():
-            self.flush()
             raise SessionEnd(None)              # -M: exit before replying
         if self.msg.verbose:
             self.msg.info(".")
         self.capture_failed = not stored        # smtp_DOT: 451, not 250
         try:
-            return self.execute(self.table[b"."], b".", b"")
+            self.execute(self.table[b"."], b".", b"")
         finally:
-            self.capture_failed = False
+            if not self.pause:                  # else smtp_DOT comes later
+                self.capture_failed = False
 
     def store(self, capture):
         """Commit a capture; False (with a warning) when it was not stored."""
@@ -531,7 +576,7 @@ class Session(socketserver.BaseRequestHandler):
             return False
         return True
 
-    # ---- command handlers: each appends its reply; False ends the session
+    # ---- command handlers: each appends its reply
 
     def smtp_CONNECT(self, args):
         settings = self.settings
@@ -541,14 +586,12 @@ class Session(socketserver.BaseRequestHandler):
             self.out.append(b"220 " + self.server.hostname + b"\r\n")
         else:
             self.out.append(b"220 " + self.server.hostname + b" ESMTP\r\n")
-        return True
 
     def smtp_HELO(self, args):
         self.reset_transaction()
         self.proto = b"SMTP"
         self.out.append(b"250 " + self.server.hostname + b"\r\n")
         self.helo_args = args.lstrip(b" ")
-        return True
 
     def smtp_EHLO(self, args):              # also LHLO
         self.reset_transaction()
@@ -556,68 +599,63 @@ class Session(socketserver.BaseRequestHandler):
             self.proto = b"ESMTP"
         self.out.append(self.server.ehlo_reply)
         self.helo_args = args.lstrip(b" ")
-        return True
 
     def smtp_OK(self, args):                # NOOP, VRFY, AUTH, XCLIENT, XFORWARD
         self.out.append(OK)
-        return True
 
     def smtp_RSET(self, args):
         self.reset_transaction()
         self.out.append(MAIL_OK)
-        return True
 
     def smtp_MAIL(self, args):
         if self.in_mail:
             self.out.append(NESTED_MAIL)
-            return True
-        if self.settings.template and not self.open_capture(args):
+        elif self.settings.template and not self.open_capture(args):
             self.out.append(CAPTURE_FAILED)
-            return True
-        self.in_mail = True
-        self.rcpts = 0
-        self.out.append(MAIL_OK)
-        return True
+        else:
+            self.in_mail = True
+            self.rcpts = 0
+            self.out.append(MAIL_OK)
 
     def smtp_RCPT(self, args):
         if not self.in_mail:
             self.out.append(NEED_MAIL)
-            return True
+            return
         self.rcpts += 1
         self.out.append(RCPT_OK)
         if self.capture is not None:
             self.capture_add(b"X-Rcpt-Args: " + address_args(args) + b"\n")
-        return True
 
     def smtp_DATA(self, args):
         if not self.in_mail or self.rcpts == 0:
             self.out.append(NEED_RCPT)
-            return True
+            return
         self.out.append(GO_AHEAD)
         settings = self.settings
         if settings.abort_delay is not None:
-            self.pause(settings.abort_delay)
-            self.out.append(ABORT_REPLY)
-            self.flush()
-            raise SessionEnd(None)
+            self.pause = (settings.abort_delay, self.abort)
+            return
         if self.capture is not None:
             self.capture_add(self.received_header())
         self.in_data = True
         self.tail = b"\r\n"             # the CRLF that ended "DATA"
         if settings.read_delay and not self.table[b"data"].delay:
-            self.pause(settings.read_delay)
-        return True
+            self.pause = (settings.read_delay, None)
+
+    def abort(self):
+        """-A: "550 This violates SMTP" after the 354, and hang up."""
+        self.out.append(ABORT_REPLY)
+        raise SessionEnd(None)
 
     def smtp_DOT(self, args):
         if self.capture_failed:
             self.dot_reply(CAPTURE_FAILED)
+            self.capture_failed = False
         else:
             self.dot_reply(LMTP_OK if self.settings.lmtp else OK)
-        return True
 
     def smtp_QUIT(self, args):
         self.out.append(BYE)
-        self.flush()
         self.server.quit_done()
         raise SessionEnd("disconnect")
 
@@ -686,45 +724,20 @@ def address_args(args):
 
 # -------------------------------------------------------------------- server
 
-class PooledThreadingMixIn(socketserver.ThreadingMixIn):
-    """ThreadingMixIn that reuses idle worker threads instead of starting a
-    thread per connection (a thread start costs more than a short session)."""
-
-    daemon_threads = True
-
-    def process_request(self, request, client_address):
-        with self._pool_lock:
-            if self._idle:
-                self._idle -= 1
-                self._jobs.put((request, client_address))
-                return
-            worker = threading.Thread(target=self._worker, args=(request, client_address),
-                                      name="session", daemon=self.daemon_threads)
-            self._workers.append(worker)
-        worker.start()
-
-    def _worker(self, request, client_address):
-        while request is not None:
-            self.process_request_thread(request, client_address)
-            with self._pool_lock:
-                self._idle += 1
-            request, client_address = self._jobs.get()
-
-    def _stop_workers(self):
-        with self._pool_lock:
-            workers, self._workers = self._workers, []
-        for _ in workers:
-            self._jobs.put((None, None))
-        for worker in workers:
-            worker.join()
+ACCEPT_BATCH = 64           # connections taken per wake-up of the listener
 
 
-class SinkServer(PooledThreadingMixIn, socketserver.BaseServer):
-    """The listening socket, the session limit (-m), and what sessions share:
-    counters (-c, -M, -n), the random generator, the stop signal."""
+class SinkServer(loop.Waiter):
+    """The listening socket, the session limit (-m), and what sessions
+    share: counters (-c, -M, -n), the random generator, the way to stop.
+
+    All sessions run in one thread, on one event loop (smtpcore.loop):
+    the listener is a session of its own that accepts connections while
+    fewer than -m sessions are open, and otherwise waits (PARKED) in the
+    kernel's listen queue's stead.
+    """
 
     def __init__(self, settings, listener, msg):
-        socketserver.BaseServer.__init__(self, listener.getsockname(), Session)
         self.socket = listener
         self.settings = settings
         self.msg = msg
@@ -732,20 +745,15 @@ class SinkServer(PooledThreadingMixIn, socketserver.BaseServer):
         self.hostname = settings.hostname.encode("utf-8", "surrogateescape")
         self.ehlo_reply = ehlo_reply(settings, self.hostname)
         self.random = random.Random(int(time.time()))   # as Postfix: seeded by time
-        self.timeval = struct.pack("@ll", settings.timeout, 0)
         self.exit_status = None
-        self.stopped = threading.Event()
+        self.stopping = False
         self.sessions = self.quits = self.messages = 0
         self.message_total = 0
-        self.counter_lock = threading.Lock()
-        self.active = 0
-        self.active_cond = threading.Condition()
-        self.connections = set()
-        self._pool_lock = threading.Lock()
-        self._jobs = queue.SimpleQueue() if hasattr(queue, "SimpleQueue") else queue.Queue()
-        self._idle = 0
-        self._workers = []
-        self._wake_r, self._wake_w = os.pipe()
+        self.active = {}                    # fd -> Session
+        self.parked = False
+        self.loop = loop.Loop()
+        self.fd = listener.fileno()
+        self.steps = self.accept_connections()
         self.stdout = getattr(sys.stdout, "buffer", sys.stdout)
 
     def random_id(self):
@@ -756,53 +764,56 @@ class SinkServer(PooledThreadingMixIn, socketserver.BaseServer):
     def serve(self):
         """Accept and serve until stop(); returns the exit status."""
         self.socket.setblocking(False)
-        with selectors.DefaultSelector() as selector:
-            selector.register(self.socket, selectors.EVENT_READ)
-            selector.register(self._wake_r, selectors.EVENT_READ)
-            while not self.stopped.is_set():
-                with self.active_cond:
-                    while self.active >= self.settings.max_sessions \
-                            and not self.stopped.is_set():
-                        self.active_cond.wait()
-                if self.stopped.is_set():
-                    break
-                for key, _ in selector.select():
-                    if key.fileobj is self.socket:
-                        self.accept_one()
+        self.loop.start(self)
+        self.loop.run()
         return self.exit_status
 
-    def accept_one(self):
-        try:
-            request, client_address = self.socket.accept()
-        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+    def accept_connections(self):
+        """The listener's session: take connections while there is room."""
+        max_sessions = self.settings.max_sessions
+        while True:
+            if len(self.active) >= max_sessions:
+                self.parked = True
+                yield loop.PARKED           # session_ended() wakes us
+                continue
+            yield loop.READABLE
+            for _ in range(ACCEPT_BATCH):
+                if len(self.active) >= max_sessions:
+                    break
+                try:
+                    sock, peer = self.socket.accept()
+                except (BlockingIOError, InterruptedError):
+                    break
+                except ConnectionAbortedError:
+                    continue
+                except OSError as err:
+                    if err.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS,
+                                         errno.ENOMEM):
+                        raise
+                    self.msg.warning("accept: %s" % endpoints.strerror(err))
+                    yield 0.1               # let sessions end and free descriptors
+                    break
+                sock.setblocking(False)
+                session = Session(self, sock, peer)
+                self.active[session.fd] = session
+                self.loop.start(session)
+
+    def session_ended(self, session):
+        """A session is over: its socket is closed here, its slot freed."""
+        self.loop.forget(session.fd)
+        self.active.pop(session.fd, None)
+        session.sock.close()
+        if self.stopping:
             return
-        except OSError as err:
-            if err.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                self.msg.warning("accept: %s" % endpoints.strerror(err))
-                self.stopped.wait(0.1)      # let sessions end and free descriptors
-                return
-            raise
-        request.setblocking(True)
-        with self.active_cond:
-            self.active += 1
-            self.connections.add(request)
-        self.process_request(request, client_address)
-
-    def shutdown_request(self, request):
-        with self.active_cond:
-            self.connections.discard(request)
-            self.active -= 1
-            self.active_cond.notify()
-        try:
-            request.close()
-        except OSError:
-            pass
-
-    def handle_error(self, request, client_address):
-        """An unexpected error in one session: report it, keep serving."""
-        err = sys.exc_info()[1]
-        self.msg.warning("session from %s ended by an internal error: %s: %s"
-                         % (client_address or "local", type(err).__name__, err))
+        settings = self.settings
+        if settings.count:
+            self.sessions += 1
+            self.show_counters()
+        if settings.max_quits and self.quits >= settings.max_quits:
+            self.stop(0)
+        elif self.parked:
+            self.parked = False
+            self.loop.wake(self)
 
     # ---- counters (-c, -M, -n)
 
@@ -812,65 +823,45 @@ class SinkServer(PooledThreadingMixIn, socketserver.BaseServer):
         self.stdout.flush()
 
     def quit_done(self):
-        if self.settings.count:
-            with self.counter_lock:
-                self.quits += 1
+        if self.settings.count:         # as Postfix: -n counts only with -c
+            self.quits += 1
 
     def message_done(self):
         """A message is complete; False when -M says to stop right now."""
         settings = self.settings
-        with self.counter_lock:
-            if self.stopped.is_set():
-                return False
-            if settings.count:
-                self.messages += 1
-                self.show_counters()
-            self.message_total += 1
-            if settings.max_messages and self.message_total >= settings.max_messages:
-                self.stop(0)
-                return False
+        if self.stopping:
+            return False
+        if settings.count:
+            self.messages += 1
+            self.show_counters()
+        self.message_total += 1
+        if settings.max_messages and self.message_total >= settings.max_messages:
+            self.stop(0)
+            return False
         return True
-
-    def session_ended(self):
-        settings = self.settings
-        with self.counter_lock:
-            if self.stopped.is_set():
-                return
-            if settings.count:
-                self.sessions += 1
-                self.show_counters()
-            if settings.max_quits and self.quits >= settings.max_quits:
-                self.stop(0)
 
     # ---- stopping
 
     def stop(self, status):
-        """Make serve() return status; sessions are cut off."""
+        """Make serve() return status; open sessions are cut off.  Safe from
+        another thread and from a signal handler."""
         if self.exit_status is None:
             self.exit_status = status
-        self.stopped.set()
-        with self.active_cond:
-            self.active_cond.notify_all()
-        try:
-            os.write(self._wake_w, b"x")
-        except OSError:
-            pass
+        self.stopping = True
+        self.loop.stop()
 
     def server_close(self):
-        """Close the listener, cut off open sessions, join every thread."""
-        self.stopped.set()
-        self.socket.close()
-        with self.active_cond:
-            connections = list(self.connections)
-        for conn in connections:
+        """Close the listener and cut off open sessions (a reset each)."""
+        self.stopping = True
+        for session in list(self.active.values()):
             try:
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
-                conn.shutdown(socket.SHUT_RDWR)
+                session.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                        struct.pack("ii", 1, 0))
             except OSError:
                 pass
-        self._stop_workers()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+            session.steps.close()           # runs its clean-up
+        self.socket.close()
+        self.loop.close()
 
 
 def ehlo_reply(settings, hostname):

@@ -8,6 +8,7 @@ One module per concern, each short enough to read in one sitting:
     privileges  chroot, then supplementary groups, gid and uid, for good
     dump        the -d/-D capture files of smtp-sink (templates, records, escapes)
     replies     reading and formatting SMTP replies
+    loop        many sessions in one thread: an event loop over epoll
 
 Only the Python standard library is used, so that the two scripts can be
 copied onto a host that has nothing but python3.

@@ -132,7 +132,8 @@ class Capture:
     bytes as they arrive, commit() at end of data, abort() otherwise.
     """
 
-    _append_lock = threading.Lock()     # whole records, one at a time
+    _append_lock = threading.Lock()     # whole records, one at a time (for
+                                        # callers that use threads)
 
     def __init__(self, template, shared, when):
         self.template, self.shared, self.when = template, shared, when
