@@ -285,6 +285,7 @@ class Session(loop.Waiter):
         self.settings = settings = server.settings
         self.table = server.table
         self.msg = server.msg
+        self.verbose = server.msg.verbose
         self.sock = sock
         self.fd = sock.fileno()
         self.out = []
@@ -331,26 +332,37 @@ class Session(loop.Waiter):
     def run(self):
         """The session's life, as the event loop drives it."""
         sock, timeout, feed = self.sock, self.settings.timeout, self.feed
+        recv, send, monotonic, readable = sock.recv, sock.send, time.monotonic, loop.READABLE
         reason = "disconnect"
         try:
             try:
                 self.execute(self.table[b"connect"], b"connect", b"")
                 yield from self.respond()
                 while True:
-                    self.deadline = time.monotonic() + timeout
-                    if not (yield loop.READABLE):
+                    self.deadline = monotonic() + timeout
+                    if not (yield readable):
                         self.msg.warning("read timeout")
                         reason = None
                         break
                     try:
-                        data = sock.recv(RECV_SIZE)
+                        data = recv(RECV_SIZE)
                     except BlockingIOError:
                         continue
                     if not data:
                         break
                     feed(data)
-                    if self.out or self.pause:
+                    out = self.out
+                    if self.pause:
                         yield from self.respond()
+                    elif out:           # the usual case, without a generator
+                        data = out[0] if len(out) == 1 else b"".join(out)
+                        self.out = []
+                        try:
+                            sent = send(data)
+                        except BlockingIOError:
+                            sent = 0
+                        if sent < len(data):
+                            yield from self.drain(data[sent:])
             except SessionEnd as end:
                 reason = end.args[0] if end.args else None
                 yield from self.respond(final=True)
@@ -449,35 +461,33 @@ class Session(loop.Waiter):
         raise SessionEnd("disconnect")
 
     def command(self, line):
-        """Parse and carry out one command line (without its CRLF)."""
-        nul = line.find(b"\0")
-        if nul >= 0:                        # C strings end at NUL
-            line = line[:nul]
-        if self.msg.verbose:
+        """Parse and carry out one command line (without its CRLF).  The
+        arguments go to the handler as received; what is kept of them (in
+        a capture or the log) is made printable there."""
+        if b"\0" in line:                   # C strings end at NUL
+            line = line[:line.find(b"\0")]
+        if self.verbose:
             self.msg.info(dump.printable(line))
-        if line[:1] in (b" ", b"\t"):
+        if line.startswith((b" ", b"\t")):
             line = line.lstrip(b" \t")
         verb, blank, args = line.partition(b" ")
         if b"\t" in verb:                  # the verb ended at a tab
             verb, _, head = verb.partition(b"\t")
             args = head + blank + args
-        if not verb:
-            self.out.append(EMPTY_COMMAND)
-            return
         row = self.table.get(verb.lower())
         if row is None or not row.enabled:
-            self.out.append(UNKNOWN_COMMAND)
+            self.out.append(UNKNOWN_COMMAND if verb else EMPTY_COMMAND)
         elif row.plain:
-            row.handler(self, dump.printable(args))
+            row.handler(self, args)
         else:
-            self.execute(row, verb, dump.printable(args))
+            self.execute(row, verb, args)
 
     def execute(self, row, verb, args):
         """Apply the options' flags of a command, then its handler."""
         settings = self.settings
         if row.syslog:
-            syslog.syslog(syslog.LOG_INFO, "%s %.100s" % (verb.decode("latin-1"),
-                                                          args.decode("latin-1")))
+            syslog.syslog(syslog.LOG_INFO, "%s %.100s" % (
+                verb.decode("latin-1"), dump.printable(args).decode("latin-1")))
         if row.disconnect:
             raise SessionEnd("disconnect")
         if row.close:
@@ -590,15 +600,15 @@ class Session(loop.Waiter):
     def smtp_HELO(self, args):
         self.reset_transaction()
         self.proto = b"SMTP"
-        self.out.append(b"250 " + self.server.hostname + b"\r\n")
-        self.helo_args = args.lstrip(b" ")
+        self.out.append(self.server.helo_reply)
+        self.helo_args = dump.printable(args).lstrip(b" ")
 
     def smtp_EHLO(self, args):              # also LHLO
         self.reset_transaction()
         if not self.settings.lmtp:
             self.proto = b"ESMTP"
         self.out.append(self.server.ehlo_reply)
-        self.helo_args = args.lstrip(b" ")
+        self.helo_args = dump.printable(args).lstrip(b" ")
 
     def smtp_OK(self, args):                # NOOP, VRFY, AUTH, XCLIENT, XFORWARD
         self.out.append(OK)
@@ -715,11 +725,12 @@ def capture_warning(msg, err, path):
 
 
 def address_args(args):
-    """X-Mail-Args / X-Rcpt-Args: the text after the first run of colons."""
+    """X-Mail-Args / X-Rcpt-Args: the text after the first run of colons,
+    made printable."""
     colon = args.find(b":")
     if colon < 0:
         return b""
-    return args[colon:].lstrip(b":").lstrip(b" ")
+    return dump.printable(args[colon:]).lstrip(b":").lstrip(b" ")
 
 
 # -------------------------------------------------------------------- server
@@ -744,6 +755,7 @@ class SinkServer(loop.Waiter):
         self.table = settings.table()
         self.hostname = settings.hostname.encode("utf-8", "surrogateescape")
         self.ehlo_reply = ehlo_reply(settings, self.hostname)
+        self.helo_reply = b"250 " + self.hostname + b"\r\n"
         self.random = random.Random(int(time.time()))   # as Postfix: seeded by time
         self.exit_status = None
         self.stopping = False
