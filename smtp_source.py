@@ -121,16 +121,15 @@ SEE ALSO
 
 import collections
 import errno
-import heapq
 import os
 import random
-import select
 import socket
 import struct
 import sys
 import time
 
 from smtpcore import dump, endpoints, messages, options, replies
+from smtpcore.loop import PARKED, READABLE, WRITABLE, Loop, Waiter
 from smtpcore.replies import printable
 
 # ----------------------------------------------------------------- constants
@@ -243,122 +242,6 @@ def write_stdout(data):
         pass
 
 
-# ---------------------------------------------------------------- event loop
-
-# What a session waits for, as it tells the loop (a number means: sleep).
-READABLE = "readable"           # the next reply
-WRITABLE = "writable"           # the end of a connection attempt
-MY_TURN = "my turn"             # the end of the previous connection attempt
-
-
-class Loop:
-    """Runs all sessions in one thread, as Postfix's tool does.
-
-    A session is a generator; what it yields says what it waits for.  One
-    poller watches all connections, so a reply wakes its session without
-    the thread hand-offs that make a thread per session slow in Python.
-    As in Postfix, only the wait for a reply's first bytes goes through the
-    loop: writes block (the kernel takes a command at once, a big message
-    as fast as the server reads it), and so does the rest of a reply.
-    """
-
-    def __init__(self):
-        self.poller = None          # made after the first socket, as Postfix does
-        self.epoll = hasattr(select, "epoll")
-        self.waiting = {}           # fd -> the session waiting on it
-        self.armed = {}             # fd -> the events the poller watches for
-        self.timers = []            # heap of (when, sequence, session)
-        self.ready = collections.deque()
-        self.sequence = 0
-        self.sessions = 0
-
-    def start(self, session):
-        self.sessions += 1
-        self.resume(session)
-
-    def run(self):
-        """Resume sessions as their events come, until all have ended."""
-        waiting, ready, timers, resume = self.waiting, self.ready, self.timers, self.resume
-        while self.sessions > 0:
-            while ready:
-                resume(ready.popleft())
-            if self.sessions <= 0:
-                break
-            timeout = -1.0
-            if timers:
-                timeout = max(0.0, timers[0][0] - time.monotonic())
-            for fd, _ in self.poll(timeout):
-                session = waiting.pop(fd, None)
-                if session is None:         # nobody asked: stop watching it
-                    self.arm(fd, 0)
-                else:
-                    resume(session)
-            if timers:
-                now = time.monotonic()
-                while timers and timers[0][0] <= now:
-                    resume(heapq.heappop(timers)[2])
-
-    def resume(self, session):
-        try:
-            wanted = next(session.steps)
-        except StopIteration:
-            self.sessions -= 1
-            return
-        if wanted is READABLE:
-            if session.reader.buffer:       # it came with an earlier reply
-                self.ready.append(session)
-                return
-            fd = session.fd
-            self.waiting[fd] = session
-            if self.armed.get(fd) != POLL_IN:
-                self.arm(fd, POLL_IN)
-        elif wanted is WRITABLE:
-            self.waiting[session.fd] = session
-            self.arm(session.fd, POLL_OUT)
-        elif wanted is not MY_TURN:         # MY_TURN: wake_up() brings it back
-            self.sequence += 1
-            heapq.heappush(self.timers, (time.monotonic() + wanted, self.sequence, session))
-
-    def wake_up(self, session):
-        self.ready.append(session)
-
-    def socket_made(self):
-        """Postfix makes its event poller right after the first socket, so
-        sockets get descriptors 3, 5, 6...: they show in Message-Ids."""
-        if self.poller is None:
-            self.poller = select.epoll() if self.epoll else select.poll()
-
-    def arm(self, fd, events):
-        if fd in self.armed:
-            self.poller.modify(fd, events)
-        else:
-            self.poller.register(fd, events)
-        self.armed[fd] = events
-
-    def forget(self, fd):
-        """Before the socket is closed (epoll forgets closed sockets itself)."""
-        self.waiting.pop(fd, None)
-        if self.armed.pop(fd, None) is not None and not self.epoll:
-            self.poller.unregister(fd)
-
-    def poll(self, timeout):
-        if self.poller is None:             # nothing to watch yet: just sleep
-            time.sleep(max(timeout, 0))
-            return ()
-        if self.epoll:
-            return self.poller.poll(timeout)
-        return self.poller.poll(None if timeout < 0 else timeout * 1000)
-
-    def close(self):
-        if self.poller is not None and self.epoll:
-            self.poller.close()
-        self.poller = None
-
-
-POLL_IN = getattr(select, "EPOLLIN", select.POLLIN)
-POLL_OUT = getattr(select, "EPOLLOUT", select.POLLOUT)
-
-
 class Run:
     """What all sessions share: options, the message budget, counters, the
     queue of connection attempts, the commands (made once)."""
@@ -367,7 +250,7 @@ class Run:
         self.opts = opts
         self.msg = msg
         self.content = content
-        self.loop = Loop()
+        self.loop = Loop(wakeable=False)    # no extra descriptors: see socket numbers
         self.remaining = opts.messages      # may go below zero, as in Postfix
         self.sent = 0                       # -c
         self.next_number = 1                # -N
@@ -421,7 +304,7 @@ def recipient_addresses(recipient, count):
 
 # ------------------------------------------------------------------ sessions
 
-class Session:
+class Session(Waiter):
     """One session: a connection at a time, carrying messages from the
     shared budget until none are left.  Each step sends one thing, yields
     to the loop until the reply is there, and checks it."""
@@ -483,14 +366,14 @@ class Session:
         run = self.run
         run.connecting.append(self)
         if len(run.connecting) > 1:
-            yield MY_TURN
+            yield PARKED
         try:
             while not (yield from self.try_connect()):
                 time.sleep(RETRY_PAUSE)
         finally:
             run.connecting.popleft()
             if run.connecting:
-                run.loop.wake_up(run.connecting[0])
+                run.loop.wake(run.connecting[0])
         if self.verbose and self.opts.address_family != socket.AF_UNIX:
             self.tweak_tcp()
 
@@ -500,7 +383,7 @@ class Session:
             self.msg.info(STREAM_SETUP)
         sock = socket.socket(opts.address_family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
-        run.loop.socket_made()
+        run.loop.make_poller()     # Postfix makes its poller after the first socket
         if opts.window:
             endpoints.set_window(sock, opts.window)
         if opts.address_family != socket.AF_UNIX:
@@ -545,32 +428,32 @@ class Session:
                           % (self.fd, self.buffer_size))
 
     def greeting(self):
-        yield READABLE
+        yield self.reply_wait()
         reply = self.reply(GREETING_STAGE)
         self.check(reply.code // 100 == 2, reply, "rejected at server banner")
 
     def helo(self):
         verb = self.run.helo_verb
         self.command(self.run.helo, "sending " + verb)
-        yield READABLE
+        yield self.reply_wait()
         reply = self.reply("sending " + verb)
         self.check(reply.code // 100 == 2, reply, verb + " rejected")
 
     def mail(self):
         self.command(self.run.mail, SENDER_STAGE)
-        yield READABLE
+        yield self.reply_wait()
         reply = self.reply(SENDER_STAGE)
         return self.check(reply.code // 100 == 2, reply, "sender rejected")
 
     def rcpt(self, command):
         self.command(command, RECIPIENT_STAGE)
-        yield READABLE
+        yield self.reply_wait()
         reply = self.reply(RECIPIENT_STAGE)
         return self.check(reply.code // 100 == 2, reply, "recipient rejected")
 
     def data(self):
         self.command(b"DATA", DATA_STAGE)
-        yield READABLE
+        yield self.reply_wait()
         reply = self.reply(DATA_STAGE)
         return self.check(reply.code == 354, reply, "data rejected")   # no other 3xx
 
@@ -586,23 +469,28 @@ class Session:
         if self.opts.count:
             run.message_sent()
         for _ in range(recipients if self.opts.lmtp else 1):
-            yield READABLE
+            yield self.reply_wait()
             reply = self.reply(MESSAGE_STAGE)
             self.check(reply.code // 100 == 2, reply, "end of data rejected")
 
     def rset(self):
         self.command(b"RSET", MESSAGE_STAGE)
-        yield READABLE
+        yield self.reply_wait()
         reply = self.reply(MESSAGE_STAGE)
         self.check(reply.code // 100 == 2, reply, "rset rejected")
 
     def quit(self):
         self.command(b"QUIT", MESSAGE_STAGE)
-        yield READABLE
+        yield self.reply_wait()
         self.reply(MESSAGE_STAGE)                   # whatever it says
         self.close()
 
     # ---- helpers
+
+    def reply_wait(self):
+        """What to wait for before reading a reply: nothing when it came
+        along with an earlier one (LMTP), else input."""
+        return None if self.reader.buffer else READABLE
 
     def command(self, line, stage):
         if self.verbose:

@@ -16,6 +16,7 @@ with a generator, `steps`, that yields what it waits for:
     WRITABLE    its socket can take output (same deadline rule)
     PARKED      nothing: someone calls loop.wake(session) later
     a number    a pause of that many seconds
+    None        nothing: carry on after the others' turn
 
 The generator ends (returns) when the session is over.
 """
@@ -39,7 +40,10 @@ POLL_ERR = getattr(select, "EPOLLERR", select.POLLERR) | getattr(select, "EPOLLH
 class Loop:
     """Runs sessions until none is left or stop() is called."""
 
-    def __init__(self):
+    def __init__(self, wakeable=True):
+        """wakeable: stop() may come from another thread or a signal
+        handler (a pipe wakes the poller); a tool that stops only from
+        inside its sessions can do without the pipe's two descriptors."""
         self.poller = None
         self.epoll = hasattr(select, "epoll")
         self.waiting = {}           # fd -> the session waiting on it
@@ -49,9 +53,11 @@ class Loop:
         self.sequence = 0
         self.sessions = 0
         self.stopped = False
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        self._wake_r = self._wake_w = -1
+        if wakeable:
+            self._wake_r, self._wake_w = os.pipe()
+            os.set_blocking(self._wake_r, False)
+            os.set_blocking(self._wake_w, False)
 
     # ---- sessions
 
@@ -65,20 +71,19 @@ class Loop:
         self.ready.append((session, value))
 
     def forget(self, fd):
-        """Stop watching fd (call before closing it)."""
+        """Stop watching fd; call it right before closing fd (epoll drops a
+        closed descriptor by itself, so that costs no system call)."""
         self.waiting.pop(fd, None)
-        if self.armed.pop(fd, None) is not None:
-            try:
-                self.poller.unregister(fd)
-            except (OSError, KeyError, ValueError):
-                pass
+        if self.armed.pop(fd, None) is not None and not self.epoll:
+            self.poller.unregister(fd)
 
     def make_poller(self):
         """Make the poller now (it is made lazily otherwise): its descriptor
         number then comes before those of later sockets."""
         if self.poller is None:
             self.poller = select.epoll() if self.epoll else select.poll()
-            self.poller.register(self._wake_r, POLL_IN)
+            if self._wake_r >= 0:
+                self.poller.register(self._wake_r, POLL_IN)
 
     # ---- running
 
@@ -109,23 +114,24 @@ class Loop:
                 self._expire(time.monotonic())
 
     def stop(self):
-        """End run() soon.  Safe from another thread or a signal handler:
-        nothing is interrupted, the loop stops between two steps."""
+        """End run() soon.  Safe from another thread or a signal handler
+        (if wakeable): nothing is interrupted, the loop stops between two
+        steps."""
         self.stopped = True
-        try:
-            os.write(self._wake_w, b"x")
-        except OSError:
-            pass
+        if self._wake_w >= 0:
+            try:
+                os.write(self._wake_w, b"x")
+            except OSError:
+                pass
 
     def close(self):
         if self.poller is not None and self.epoll:
             self.poller.close()
         self.poller = None
         for fd in (self._wake_r, self._wake_w):
-            try:
+            if fd >= 0:
                 os.close(fd)
-            except OSError:
-                pass
+        self._wake_r = self._wake_w = -1
 
     # ---- inside
 
@@ -145,6 +151,8 @@ class Loop:
             if deadline is not None and session.timer_at is None:
                 self._push(deadline, session, "deadline")
                 session.timer_at = deadline
+        elif wanted is None:
+            self.ready.append((session, True))
         elif wanted is not PARKED:
             self._push(time.monotonic() + wanted, session, "pause")
 
