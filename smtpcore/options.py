@@ -12,6 +12,8 @@ import re
 # glibc's getopt complaints (printed as "prog: <text>" before the usage line).
 INVALID_OPTION = "invalid option -- '%s'"
 MISSING_ARGUMENT = "option requires an argument -- '%s'"
+LONG_MISSING_ARGUMENT = "option '--%s' requires an argument"
+LONG_NO_ARGUMENT = "option '--%s' doesn't allow an argument"
 
 _ATOI = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]*)")
 _INT_MAX = 2 ** 31 - 1
@@ -36,11 +38,17 @@ class GetOpt:
 
     Iterating raises UsageError at an unknown option or a missing argument,
     so -- as with the C library -- options before it have already been
-    acted on (and may have been fatal first).  "--help" is three unknown
-    letters to getopt(3): the complaint is about '-'.
+    acted on (and may have been fatal first).
+
+    Our extensions are long options, named in long_options as for Python's
+    getopt ("report=" takes a value, "integrity" does not); they come back
+    as ("--report", "json").  A value follows "=" or is the next argument.
+    Any other "--word" is what getopt(3) makes of it -- unknown letters,
+    the first being '-' -- so that a command line Postfix's tool rejects is
+    rejected with the same words.
     """
 
-    def __init__(self, args, optstring):
+    def __init__(self, args, optstring, long_options=()):
         self.args = list(args)
         self.operands = None
         self.wants_arg = {}
@@ -48,6 +56,8 @@ class GetOpt:
         for i, ch in enumerate(letters):
             if ch != ":":
                 self.wants_arg[ch] = letters[i + 1:i + 2] == ":"
+        self.long_wants_arg = {name.rstrip("="): name.endswith("=")
+                               for name in long_options}
 
     def __iter__(self):
         args = self.args
@@ -59,6 +69,20 @@ class GetOpt:
                 break
             if not arg.startswith("-") or arg == "-":
                 break
+            name, equals, value = arg[2:].partition("=")
+            if arg.startswith("--") and name in self.long_wants_arg:
+                if not self.long_wants_arg[name]:
+                    if equals:
+                        raise UsageError(LONG_NO_ARGUMENT % name)
+                    value = None
+                elif not equals:
+                    if i + 1 >= len(args):
+                        raise UsageError(LONG_MISSING_ARGUMENT % name)
+                    i += 1
+                    value = args[i]
+                yield "--" + name, value
+                i += 1
+                continue
             j = 1
             while j < len(arg):
                 letter = arg[j]
@@ -81,9 +105,9 @@ class GetOpt:
         self.operands = args[i:]
 
 
-def parse(args, optstring):
+def parse(args, optstring, long_options=()):
     """All options at once: (list of (letter, value), operands)."""
-    parser = GetOpt(args, optstring)
+    parser = GetOpt(args, optstring, long_options)
     pairs = list(parser)
     return pairs, parser.operands
 

@@ -62,5 +62,33 @@ class IncrementalTest(unittest.TestCase):
         self.assertEqual(cm.exception.complaint, "invalid option -- '-'")
 
 
+
+class LongOptionTest(unittest.TestCase):
+    """Our extensions; anything else stays what getopt(3) makes of it."""
+
+    LONG = ("report=", "integrity")
+
+    def test_forms(self):
+        opts, rest = options.parse(["--report=json", "-c", "--integrity", "--report", "text",
+                                    "host"], "+c", self.LONG)
+        self.assertEqual(opts, [("--report", "json"), ("c", None), ("--integrity", None),
+                                ("--report", "text")])
+        self.assertEqual(rest, ["host"])
+
+    def test_complaints(self):
+        cases = {("--report",): "option '--report' requires an argument",
+                 ("--integrity=1",): "option '--integrity' doesn't allow an argument",
+                 ("--reportx",): "invalid option -- '-'",
+                 ("--help",): "invalid option -- '-'"}
+        for args, complaint in cases.items():
+            with self.assertRaises(options.UsageError) as cm:
+                options.parse(list(args), "+c", self.LONG)
+            self.assertEqual(cm.exception.complaint, complaint, args)
+
+    def test_operands_end_options(self):
+        opts, rest = options.parse(["host", "--report=x"], "+c", self.LONG)
+        self.assertEqual((opts, rest), ([], ["host", "--report=x"]))
+
+
 if __name__ == "__main__":
     unittest.main()
