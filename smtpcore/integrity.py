@@ -1,0 +1,97 @@
+"""End-to-end integrity of test messages (smtp-source --integrity, smtp-sink
+--verify): did every message arrive, once, intact?
+
+The source puts one line in front of each message:
+
+    X-Smtp-Integrity: run=<16 hex>; seq=<n>; count=<m>; sha256=<64 hex>
+
+run    an id for the whole run (random; the same in all sessions/processes)
+seq    the message's number in the run, 0 .. count-1, each used once
+count  how many messages the run sends in all (so gaps can be found)
+sha256 the digest of everything that follows this line in the message, as
+       the source meant it: CRLF line ends, before dot-stuffing
+
+The sink takes the message as it arrived (dot-unstuffed, CRLF kept), finds
+the line at the very start, and checks the digest of the rest.  Per run it
+counts ok, corrupt (the digest differs), duplicate (a seq seen before) and
+missing (count minus the distinct seqs seen, when asked at the end).
+"""
+
+import hashlib
+import os
+import re
+
+HEADER = b"X-Smtp-Integrity: "
+_FORMAT = (b"X-Smtp-Integrity: run=%s; seq=%d; count=%d; sha256=%s\r\n")
+_PARSE = re.compile(rb"X-Smtp-Integrity: run=([0-9a-f]{16}); seq=(\d+); count=(\d+); "
+                    rb"sha256=([0-9a-f]{64})\r\n")
+
+
+def new_run_id():
+    return os.urandom(8).hex().encode()
+
+
+def header(run_id, seq, count, rest):
+    """The line to put in front of `rest` (the message, CRLF line ends)."""
+    return _FORMAT % (run_id, seq, count, hashlib.sha256(rest).hexdigest().encode())
+
+
+def parse(message):
+    """(run, seq, count, digest, rest) if message starts with the line, else None."""
+    if not message.startswith(HEADER):
+        return None
+    match = _PARSE.match(message)
+    if match is None:
+        return None
+    run, seq, count, digest = match.groups()
+    return run.decode(), int(seq), int(count), digest.decode(), message[match.end():]
+
+
+class RunCounts:
+    """What the sink has seen of one run."""
+
+    __slots__ = ("ok", "corrupt", "duplicate", "count", "seen")
+
+    def __init__(self, count):
+        self.ok = self.corrupt = self.duplicate = 0
+        self.count = count
+        self.seen = set()
+
+    def missing(self):
+        return max(0, self.count - len(self.seen))
+
+    def as_dict(self):
+        return {"ok": self.ok, "corrupt": self.corrupt, "duplicate": self.duplicate,
+                "missing": self.missing(), "count": self.count}
+
+
+class Verifier:
+    """Checks messages as they complete; keeps counts per run id."""
+
+    def __init__(self):
+        self.runs = {}
+        self.unmarked = 0           # messages without the line
+
+    def check(self, message):
+        """Check one complete message (dot-unstuffed, CRLF line ends).
+        Returns "ok", "corrupt", "duplicate" or None (not marked)."""
+        found = parse(message)
+        if found is None:
+            self.unmarked += 1
+            return None
+        run, seq, count, digest, rest = found
+        counts = self.runs.get(run)
+        if counts is None:
+            counts = self.runs[run] = RunCounts(count)
+        if seq in counts.seen:
+            counts.duplicate += 1
+            return "duplicate"
+        counts.seen.add(seq)            # it arrived, intact or not
+        if hashlib.sha256(rest).hexdigest() != digest:
+            counts.corrupt += 1
+            return "corrupt"
+        counts.ok += 1
+        return "ok"
+
+    def totals(self):
+        return {run: counts.as_dict() for run, counts in sorted(self.runs.items())}
