@@ -156,10 +156,6 @@ NEED_RCPT = b"503 5.5.1 Error: need RCPT command\r\n"
 GO_AHEAD = b"354 End data with <CR><LF>.<CR><LF>\r\n"
 BYE = b"221 Bye\r\n"
 
-# The commands a list option (-f -r -q -Q -s -W) may name, in table order.
-COMMAND_NAMES = ("connect", "helo", "ehlo", "lhlo", "xclient", "xforward", "auth",
-                 "mail", "rcpt", "data", ".", "rset", "noop", "vrfy", "quit")
-
 
 # ------------------------------------------------------------- command table
 
