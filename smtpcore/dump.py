@@ -23,7 +23,10 @@ message is never acknowledged unless it was stored.
 """
 
 import errno
+import fcntl
+import itertools
 import os
+import socket
 import tempfile
 import threading
 import time
@@ -197,6 +200,7 @@ class Capture:
                     make_parent_dirs(self.path)
                     out = os.open(self.path, _APPEND, FILE_MODE)
                 try:
+                    fcntl.flock(out, fcntl.LOCK_EX)     # other processes too
                     if self.fd >= 0:
                         _copy_spill(self.fd, out)
                     else:
@@ -224,6 +228,63 @@ class Capture:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+class MaildirCapture(Capture):
+    """One transaction's record on its way into a Maildir (--maildir=DIR):
+    written to DIR/tmp/NAME, then renamed to DIR/new/NAME at commit, so
+    that a reader never sees a partial message; NAME is unique per host,
+    process and message (the usual "time.MusecPpidQn.host" form)."""
+
+    _sequence = itertools.count(1)
+
+    def __init__(self, directory, when):
+        super().__init__(None, False, when)
+        self.directory = os.fsencode(directory)
+
+    def open(self, random_id, tries=100):
+        self.ident = random_id()
+        for sub in (b"tmp", b"new", b"cur"):
+            path = os.path.join(self.directory, sub)
+            if not os.path.isdir(path):
+                try:
+                    os.makedirs(path, DIR_MODE)
+                except FileExistsError:
+                    pass
+                except OSError as err:
+                    raise MkdirError(err.errno, os.strerror(err.errno), path) from None
+        seconds = int(self.when)
+        micro = int((self.when - seconds) * 1e6)
+        for _ in range(tries):
+            name = b"%d.M%dP%dQ%d.%s" % (seconds, micro, os.getpid(),
+                                          next(self._sequence), _maildir_host())
+            path = os.path.join(self.directory, b"tmp", name)
+            try:
+                self.fd = os.open(path, _CREATE, FILE_MODE)
+            except FileExistsError:
+                continue
+            self.path, self.name = path, name
+            return
+        raise OSError(errno.EEXIST, "no unique file name", self.directory)
+
+    def commit(self):
+        try:
+            _write_all(self.fd, self.buffer)
+            os.close(self.fd)
+            self.fd = -1
+            os.rename(self.path, os.path.join(self.directory, b"new", self.name))
+            self.path = None
+        except OSError:
+            self.abort()
+            raise
+        finally:
+            self._close()
+
+
+def _maildir_host():
+    """The host name part of a Maildir file name ('/' and ':' escaped)."""
+    return socket.gethostname().encode("ascii", "replace") \
+        .replace(b"/", b"\\057").replace(b":", b"\\072")
 
 
 def _write_all(fd, data):
