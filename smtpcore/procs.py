@@ -1,0 +1,153 @@
+"""Several processes of one tool (--procs=N): shared counters, supervision.
+
+One CPython process uses about one core.  With --procs=N a tool forks N
+workers that each run the usual event loop; what must be counted across
+all of them (-c, -M, -n, -N numbers, statistics) lives in a small block of
+shared memory made before the fork, updated under one lock.
+
+    counters = SharedCounters(["sessions", "quits", "messages"])
+    ... fork ...
+    with counters.lock:                 # in any process
+        counters["messages"] += 1
+        line = counters.snapshot()
+
+The Supervisor starts the workers, replaces one that dies (and says so),
+and stops them all on request, on SIGTERM/SIGINT, or when a worker asks
+for the whole group to end (-M, -n).
+"""
+
+import mmap
+import multiprocessing
+import os
+import signal
+import struct
+import sys
+
+_SLOT = struct.Struct("q")
+
+
+class SharedCounters:
+    """Named 64-bit counters in anonymous shared memory (inherited by
+    forked processes), with one lock for consistent updates and reads."""
+
+    def __init__(self, names):
+        self.names = list(names)
+        self.index = {name: i for i, name in enumerate(self.names)}
+        self.memory = mmap.mmap(-1, _SLOT.size * max(1, len(self.names)))
+        self.lock = multiprocessing.Lock()
+
+    def __getitem__(self, name):
+        return _SLOT.unpack_from(self.memory, self.index[name] * _SLOT.size)[0]
+
+    def __setitem__(self, name, value):
+        _SLOT.pack_into(self.memory, self.index[name] * _SLOT.size, value)
+
+    def add(self, name, amount=1):
+        """Add under the lock; returns the new value."""
+        with self.lock:
+            value = self[name] + amount
+            self[name] = value
+            return value
+
+    def snapshot(self):
+        """All counters as a dict (take the lock yourself for consistency)."""
+        return {name: self[name] for name in self.names}
+
+
+class Supervisor:
+    """Runs worker(index) in `count` forked processes until stop().
+
+    worker(index) is called in the child and its return value is the
+    child's exit status (0: done with its share).  The parent calls run(),
+    which returns (0, None) when every worker is done or one asked the
+    group to end (request_finish), or (None, signal number) when SIGTERM
+    or SIGINT stopped the group.  A worker that dies otherwise is reported
+    and replaced.
+    """
+
+    def __init__(self, count, worker, msg):
+        self.count, self.worker, self.msg = count, worker, msg
+        self.children = {}                  # pid -> index
+        self.finish_status = None
+        self.parent = os.getpid()
+
+    def request_finish(self):
+        """From a worker: end the whole group with status 0 (-M, -n)."""
+        os.kill(self.parent, signal.SIGUSR2)
+
+    def run(self):
+        """Start the workers and supervise them; returns (status, signal)."""
+        wanted = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGUSR2}
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
+        try:
+            for index in range(self.count):
+                self._spawn(index, old_mask)
+            while True:
+                info = signal.sigwaitinfo(wanted)
+                if info.si_signo == signal.SIGCHLD:
+                    self._reap(old_mask)
+                    if not self.children:
+                        return 0, None
+                elif info.si_signo == signal.SIGUSR2:
+                    self.stop()
+                    return 0, None
+                else:
+                    self.stop()
+                    return None, info.si_signo
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+
+    def _spawn(self, index, old_mask):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            status = 1
+            try:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+                status = self.worker(index)
+            except SystemExit as exit:
+                status = exit.code if isinstance(exit.code, int) else 1
+            except BaseException:
+                status = 1
+            finally:
+                try:
+                    sys.stdout.flush()
+                except Exception:
+                    pass
+                os._exit(status or 0)
+        self.children[pid] = index
+
+    def _reap(self, old_mask):
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.children.clear()
+                return
+            if pid == 0:
+                return
+            index = self.children.pop(pid, None)
+            if index is None:
+                continue
+            if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+                continue                    # it finished its share
+            how = ("exit status %d" % os.WEXITSTATUS(status) if os.WIFEXITED(status)
+                   else "signal %d" % os.WTERMSIG(status))
+            self.msg.warning("worker %d (pid %d) died with %s; starting another"
+                             % (index, pid, how))
+            self._spawn(index, old_mask)
+
+    def stop(self):
+        """SIGTERM every worker and wait for them all."""
+        for pid in list(self.children):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for pid in list(self.children):
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        self.children.clear()
