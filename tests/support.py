@@ -321,3 +321,41 @@ class InProcessSink:
 
     def stdout(self):
         return self._out.getvalue()
+
+
+_AIOSMTPD = []
+
+
+def aiosmtpd_python():
+    """A Python that can import aiosmtpd (a test peer, never a run-time
+    dependency): $AIOSMTPD_PYTHON, or .venv-peers/ which .ci/run makes;
+    None when neither can."""
+    if not _AIOSMTPD:
+        found = None
+        for python in (os.environ.get("AIOSMTPD_PYTHON"),
+                       os.path.join(ROOT, ".venv-peers", "bin", "python")):
+            if python and os.access(python, os.X_OK) and subprocess.run(
+                    [python, "-c", "import aiosmtpd"], stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL, timeout=TIMEOUT).returncode == 0:
+                found = python
+                break
+        _AIOSMTPD.append(found)
+    return _AIOSMTPD[0]
+
+
+def make_cert(directory):
+    """A throwaway self-signed certificate for localhost, 127.0.0.1 and ::1,
+    made with the openssl command: (certificate path, key path), both PEM,
+    in directory (made once, then reused).  Skips loudly without openssl."""
+    openssl = need_program("openssl")
+    cert = os.path.join(directory, "cert.pem")
+    key = os.path.join(directory, "key.pem")
+    if not (os.path.exists(cert) and os.path.exists(key)):
+        result = run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                      "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+                      "-subj", "/CN=localhost", "-addext",
+                      "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1",
+                      "-keyout", key, "-out", cert])
+        if result.returncode != 0:
+            raise AssertionError("openssl could not make a certificate: %r" % result.stderr)
+    return cert, key
