@@ -101,16 +101,23 @@ def mail_date(when):
 
 
 def make_parent_dirs(path):
-    """Create the missing directories of path (a bytes file name)."""
+    """Create the missing directories of path (a bytes file name), each
+    with DIR_MODE under the umask (os.makedirs() would give the upper ones
+    0777 under the umask)."""
     parent = os.path.dirname(path)
-    if parent and not os.path.isdir(parent):
+    missing = []
+    while parent and not os.path.isdir(parent):
+        missing.append(parent)
+        parent = os.path.dirname(parent.rstrip(b"/")) if parent.rstrip(b"/") else b""
+    for directory in reversed(missing):
         try:
-            os.makedirs(parent, DIR_MODE)
+            os.mkdir(directory, DIR_MODE)
         except FileExistsError:
-            pass
-        except OSError as err:
-            err.filename = err.filename or parent
-            raise MkdirError(err.errno, os.strerror(err.errno), parent) from None
+            if not os.path.isdir(directory):
+                raise MkdirError(errno.ENOTDIR, os.strerror(errno.ENOTDIR),
+                                 missing[0]) from None
+        except OSError as err:          # named as Postfix names it: the whole path
+            raise MkdirError(err.errno, os.strerror(err.errno), missing[0]) from None
 
 
 class MkdirError(OSError):
@@ -201,10 +208,18 @@ class Capture:
                     out = os.open(self.path, _APPEND, FILE_MODE)
                 try:
                     fcntl.flock(out, fcntl.LOCK_EX)     # other processes too
-                    if self.fd >= 0:
-                        _copy_spill(self.fd, out)
-                    else:
-                        _write_all(out, self.buffer)
+                    size = os.lseek(out, 0, os.SEEK_END)
+                    try:
+                        if self.fd >= 0:
+                            _copy_spill(self.fd, out)
+                        else:
+                            _write_all(out, self.buffer)
+                    except OSError:
+                        try:
+                            os.ftruncate(out, size)     # whole records only
+                        except OSError:
+                            pass                        # not a regular file
+                        raise
                 finally:
                     os.close(out)
         except OSError:
@@ -245,14 +260,7 @@ class MaildirCapture(Capture):
     def open(self, random_id, tries=100):
         self.ident = random_id()
         for sub in (b"tmp", b"new", b"cur"):
-            path = os.path.join(self.directory, sub)
-            if not os.path.isdir(path):
-                try:
-                    os.makedirs(path, DIR_MODE)
-                except FileExistsError:
-                    pass
-                except OSError as err:
-                    raise MkdirError(err.errno, os.strerror(err.errno), path) from None
+            make_parent_dirs(os.path.join(self.directory, sub, b"x"))
         seconds = int(self.when)
         micro = int((self.when - seconds) * 1e6)
         for _ in range(tries):
