@@ -91,6 +91,92 @@ OPTIONS
     When a command is in several lists, -q wins over -Q, -Q over -f, and
     -f over -r.  A rejected "." still captures and counts the message.
 
+EXTENSIONS
+    Everything beyond Postfix is a long option, so that no Postfix command
+    line changes its meaning; without them the program is byte for byte
+    Postfix's.  A value follows "=" or comes as the next argument.  Any
+    other "--word" is, as for Postfix, an invalid option.
+
+    --help      Print the usage line and these options on stdout; exit 0.
+    --chunking  Announce CHUNKING and take BDAT (RFC 3030): "BDAT size
+                [LAST]" followed by exactly size octets, taken as they
+                are (no dot-stuffing).  Each chunk is answered "250 2.0.0
+                Ok: size bytes", the LAST one as the end of data (".")
+                is: the message is then captured, counted, verified, ends
+                -M, and gets one reply per recipient in LMTP.  BDAT
+                without MAIL or RCPT gets "503 5.5.1 Error: need RCPT
+                command" and DATA or RCPT after BDAT "503 5.5.1 Error:
+                DATA after BDAT" ("RCPT after BDAT"); the chunk's octets
+                are read and thrown away all the same, so the stream stays
+                in step.  A size that is not a number gets "501 5.5.4
+                Syntax: BDAT count [LAST]" and the connection is closed (the
+                chunk cannot be skipped).  BDAT is subject to the flags of
+                DATA (-f, -r and -W answer after the chunk's octets, -q
+                and -Q hang up at once, -s logs), the LAST chunk also to
+                those of "."; -A and -H apply to DATA only.
+    --keep-pipelining
+                Keep announcing PIPELINING when -f or -r are given (-p
+                still turns it off).  Replies stay in order.
+    --lmtp-replies=SPEC
+                With -L: the replies after the end of data, one per
+                recipient, taken in turn from SPEC for the recipients of
+                each message (the first recipient gets the first item,
+                and so on; SPEC starts over when it runs out).  SPEC is a
+                comma-separated list of replies, each "ddd" or "ddd text"
+                (ddd: 2nn, 4nn or 5nn; text without commas).  A bare code
+                gets a text: 250 the usual "250 2.2.0 Ok", others
+                "ddd d.0.0 Ok" (2nn) or "ddd d.0.0 Error: delivery failed"
+                (4nn, 5nn).  Example: --lmtp-replies=250,452,"550 5.1.1
+                User unknown".  -f/-r on "." still answer every recipient
+                with their reply.
+    --seed=N    Seed the random generator with N (an integer) instead of
+                the time: the -W odds and the capture file ids (-d, and
+                "id" in Received:) repeat from run to run.
+    --stats=SECONDS[,FILE]
+                Write a statistics line (JSON, one object a line) every
+                SECONDS seconds (a decimal number; 0 for none), one when
+                SIGUSR1 arrives, and a last one when the program ends (-M,
+                -n, SIGTERM).  The lines are appended to FILE (opened
+                before privileges are dropped), or written on stdout when
+                there is no FILE or it is "-" (where -c also writes).  The
+                fields: "event" ("interval", "signal" or "exit"), "time"
+                (Unix time), "uptime", "sessions" (begun), "active",
+                "messages", "recipients" (accepted), "bytes" (received,
+                after TLS decryption), "rates" (sessions, messages,
+                recipients and bytes per second since the previous line),
+                "replies" (how many replies of each code were sent) and,
+                with --verify, "verify".
+    --tls-cert=FILE, --tls-key=FILE
+                A certificate chain and its private key (PEM), read at
+                start-up before privileges are dropped: the EHLO/LHLO reply
+                announces STARTTLS (before AUTH) until TLS is on, and
+                STARTTLS (RFC 3207) gets "220 2.0.0 Ready to start TLS"
+                and a TLS handshake, after which the session starts over
+                (no HELO/EHLO, no transaction).  Commands sent after
+                STARTTLS in the same packet are thrown away unread (they
+                could not have been protected).  STARTTLS in TLS gets
+                "554 5.5.1 Error: TLS already active", with arguments
+                "501 5.5.4 Syntax: STARTTLS".  A failed handshake is a
+                warning, and the end of that session.
+    --tls       Implicit TLS (as on port 465): every connection starts with
+                the TLS handshake, then the greeting.  Needs --tls-cert and
+                --tls-key.
+    --verify    Check the end-to-end integrity line that smtp-source
+                --integrity puts first in each message ("X-Smtp-Integrity:
+                run=..; seq=..; count=..; sha256=..", see
+                smtpcore/integrity.py) against the message as the client
+                meant it (dot-unstuffed, CRLF line ends), and count per
+                run id: ok, corrupt (digest differs), duplicate (a seq seen
+                before), missing (count minus the seqs seen).  The counts
+                are in the --stats lines; without --stats, a line with them
+                is written on stdout at the end and on SIGUSR1.  Every
+                message is still accepted.
+
+    With --tls-cert, each capture record gets "X-Client-TLS: protocol
+    cipher" (or "X-Client-TLS: none") after X-Client-Proto; with
+    --chunking, "X-Data-Command: DATA" or "BDAT" before Received:.  BDAT
+    and STARTTLS are not names for the command lists.
+
 DIFFERENCES FROM POSTFIX
     Replies always come back in the order of the commands, also when they
     are delayed with -W, and pending replies are sent as soon as a command
@@ -104,12 +190,15 @@ DIFFERENCES FROM POSTFIX
     captures in UTC).
 
 EXIT STATUS
-    0 after -M or -n; 1 after a usage or start-up error.
+    0 after -M or -n (and --help); 1 after a usage or start-up error.
 """
 
+import collections
 import errno
+import json
 import os
 import random
+import re
 import signal
 import socket
 import struct
@@ -118,7 +207,7 @@ import syslog
 import threading
 import time
 
-from smtpcore import dump, endpoints, loop, messages, options, privileges
+from smtpcore import dump, endpoints, integrity, loop, messages, options, privileges
 
 # ----------------------------------------------------------------- constants
 
@@ -136,6 +225,8 @@ DEFAULT_TIMEOUT = 100           # -t, seconds
 DEFAULT_MAX_SESSIONS = 256      # -m
 MAX_LINE = 2048                 # a command line, CRLF included (Postfix's limit)
 RECV_SIZE = 65536
+BATCH = 256                     # commands answered before their replies are sent
+SEND_FIRST = (0, None)          # a "pause" of nothing: send the replies, go on
 END_OF_DATA = b"\r\n.\r\n"      # RFC 5321 4.1.1.4, seen with the CRLF before it
 
 SOFT_REPLY = "450 4.3.0 Error: command failed"
@@ -155,6 +246,32 @@ NEED_MAIL = b"503 5.5.1 Error: need MAIL command\r\n"
 NEED_RCPT = b"503 5.5.1 Error: need RCPT command\r\n"
 GO_AHEAD = b"354 End data with <CR><LF>.<CR><LF>\r\n"
 BYE = b"221 Bye\r\n"
+
+# Our extensions (long options; see EXTENSIONS above), and what --help says.
+LONG_OPTIONS = ("help", "chunking", "keep-pipelining", "lmtp-replies=", "seed=", "stats=",
+                "tls-cert=", "tls-key=", "tls", "verify")
+LONG_USAGE = (
+    "--help                   print this text and exit",
+    "--chunking               announce CHUNKING and take BDAT (RFC 3030)",
+    "--keep-pipelining        announce PIPELINING also with -f or -r",
+    "--lmtp-replies=SPEC      LMTP replies per recipient, in turn (e.g. 250,452,550)",
+    "--seed=N                 seed the random generator (-W odds, capture ids)",
+    "--stats=SECONDS[,FILE]   JSON statistics every SECONDS, on SIGUSR1 and at exit",
+    "--tls                    implicit TLS: a handshake before the greeting",
+    "--tls-cert=FILE          certificate chain (PEM): announce STARTTLS (RFC 3207)",
+    "--tls-key=FILE           the certificate's private key (PEM)",
+    "--verify                 check smtp-source --integrity lines; count per run",
+)
+
+# STARTTLS (RFC 3207) and BDAT (RFC 3030), worded as Postfix's smtpd does.
+TLS_GO_AHEAD = b"220 2.0.0 Ready to start TLS\r\n"
+TLS_ACTIVE = b"554 5.5.1 Error: TLS already active\r\n"
+TLS_SYNTAX = b"501 5.5.4 Syntax: STARTTLS\r\n"
+CHUNK_OK = b"250 2.0.0 Ok: %d bytes\r\n"
+BDAT_SYNTAX = b"501 5.5.4 Syntax: BDAT count [LAST]\r\n"
+DATA_AFTER_BDAT = b"503 5.5.1 Error: DATA after BDAT\r\n"
+RCPT_AFTER_BDAT = b"503 5.5.1 Error: RCPT after BDAT\r\n"
+BDAT_ARGS = re.compile(rb"[ \t]*([0-9]{1,18})(?:[ \t]+(LAST))?[ \t]*\Z", re.IGNORECASE)
 
 
 # ------------------------------------------------------------- command table
@@ -221,10 +338,39 @@ class Settings:
         self.endpoint = None
         self.backlog = 0
         self.syslog_ident = None
+        # Our extensions (long options); prepare_extensions() opens files.
+        self.no_pipelining = False          # -p itself (wins over --keep-pipelining)
+        self.chunking = False               # --chunking
+        self.keep_pipelining = False        # --keep-pipelining
+        self.lmtp_replies = None            # --lmtp-replies: [reply bytes, ...]
+        self.seed = None                    # --seed
+        self.stats_interval = None          # --stats: seconds (0: no interval lines)
+        self.stats_path = None              # --stats: FILE (None: stdout)
+        self.stats_fd = -1                  # ... opened
+        self.tls_cert = None                # --tls-cert
+        self.tls_key = None                 # --tls-key
+        self.tls_implicit = False           # --tls
+        self.tls_context = None             # ... loaded
+        self.verify = False                 # --verify
 
     @property
     def template(self):
         return self.single_template or self.shared_template
+
+    @property
+    def tls(self):
+        """TLS is offered (STARTTLS, or --tls)."""
+        return self.tls_cert is not None
+
+    @property
+    def reporting(self):
+        """Statistics lines are written (--stats, or --verify's counts)."""
+        return self.stats_interval is not None or self.verify
+
+    @property
+    def extended(self):
+        """Sessions need ExtendedSession rather than the lean Session."""
+        return bool(self.tls or self.chunking or self.reporting or self.lmtp_replies)
 
     def table(self):
         """The command table keyed by lower-case verb (bytes)."""
@@ -261,6 +407,11 @@ class SessionEnd(Exception):
 
 class WriteTimeout(Exception):
     """The client did not take our replies within -t seconds."""
+
+
+class StartTls(Exception):
+    """STARTTLS was accepted (--tls-cert): raised out of feed() so that the
+    rest of the input at hand, sent before TLS, is never parsed."""
 
 
 class Session(loop.Waiter):
@@ -399,6 +550,7 @@ class Session(loop.Waiter):
     def drain(self, data):
         """The client is slow to read: wait until it takes all of data."""
         timeout = self.settings.timeout
+        data = memoryview(data)
         while data:
             self.deadline = time.monotonic() + timeout
             if not (yield loop.WRITABLE):
@@ -432,7 +584,7 @@ class Session(loop.Waiter):
             if self.line:
                 data = self.line + data
                 self.line = b""
-            start = 0
+            start = commands = 0
             while True:
                 end = data.find(b"\r\n", start)
                 if end < 0:
@@ -445,7 +597,10 @@ class Session(loop.Waiter):
                     self.too_long()
                 self.command(data[start:end])
                 start = end + 2
-                if self.pause:
+                commands += 1
+                if commands >= BATCH and not self.pause:
+                    self.pause = SEND_FIRST         # a client that never reads
+                if self.pause:                      # cannot make us hoard replies
                     self.pending = data[start:]
                     return
                 if self.in_data:
@@ -683,6 +838,8 @@ class Session(loop.Waiter):
         header = [settings.start_string or b"",
                   b"X-Client-Addr: ", self.addr_prefix.encode(), self.addr.encode(), b"\n",
                   b"X-Client-Proto: ", self.proto, b"\n"]
+        if settings.tls:                    # --tls-cert: ExtendedSession
+            header += [b"X-Client-TLS: ", self.tls_state(), b"\n"]
         if self.helo_args is not None:
             header += [b"X-Helo-Args: ", self.helo_args, b"\n"]
         header += [b"X-Mail-Args: ", address_args(args), b"\n"]
@@ -697,12 +854,14 @@ class Session(loop.Waiter):
         self.capture_failed = False
         return True
 
-    def received_header(self):
+    def received_header(self, command=b"DATA"):
         client = "%s%s" % (self.addr_prefix, self.addr)
         helo = self.helo_args if self.helo_args is not None \
             else ("[%s]" % client).encode()
+        # --chunking: whether the message came with DATA or BDAT.
+        used = b"X-Data-Command: " + command + b"\n" if self.settings.chunking else b""
         return b"".join([
-            b"Received: from ", helo, b" ([", client.encode(), b"])\n",
+            used, b"Received: from ", helo, b" ([", client.encode(), b"])\n",
             b"\tby ", self.server.hostname, b" (smtp-sink) with ", self.proto,
             b" id %08x;\n" % self.capture.ident,
             b"\t", dump.mail_date(self.capture.when).encode(), b"\n"])
@@ -729,6 +888,530 @@ def address_args(args):
     return dump.printable(args[colon:]).lstrip(b":").lstrip(b" ")
 
 
+# ---------------------------------------------------------------- extensions
+
+class ExtendedSession(Session):
+    """A session with our extensions (the long options): STARTTLS and --tls,
+    BDAT (--chunking), --verify, --stats and --lmtp-replies.
+
+    SinkServer uses this class only when one of those options is given, so
+    that Session, which is what Postfix's program does, stays as lean as it
+    is.  The protocol side adds handlers, which enable_extensions() puts in
+    the command table, and a second kind of input besides DATA: a BDAT
+    chunk, exactly so many octets.  The I/O side (run) works on plain and
+    TLS sockets alike: a TLS socket may hold decrypted input that the
+    poller cannot see (pending()), and the socket changes at STARTTLS.
+    Every reply goes out through send_out(), where --stats counts them.
+    """
+
+    def __init__(self, server, sock, peer):
+        self.tls = None             # (protocol, cipher) once TLS is on
+        self.stats = server.stats   # Statistics, or None
+        self.parts = [] if server.verifier is not None else None   # --verify
+        self.chunk_left = None      # octets of the BDAT chunk still to come
+        self.chunk_size = 0
+        self.chunk_last = False     # ... it is the LAST one
+        self.chunk_reply = None     # ... it is refused with this reply
+        self.chunks = 0             # BDAT chunks taken in this transaction
+        super().__init__(server, sock, peer)
+        if self.stats is not None:
+            self.stats.sessions += 1
+
+    # ---- the conversation (I/O)
+
+    def run(self):
+        """The session's life, as the event loop drives it."""
+        reason = "disconnect"
+        try:
+            try:
+                if self.settings.tls_implicit and not (yield from self.handshake()):
+                    reason = None
+                else:
+                    self.execute(self.table[b"connect"], b"connect", b"")
+                    reason = yield from self.converse()
+            except SessionEnd as end:
+                reason = end.args[0] if end.args else None
+                yield from self.respond(final=True)
+        except WriteTimeout:
+            self.msg.warning("write timeout")
+            reason = None
+        except OSError:
+            reason = "disconnect"       # reset by the client: silent, as Postfix
+        finally:
+            self.close()
+        if reason and self.msg.verbose:
+            self.msg.info(reason)
+
+    def converse(self):
+        """Replies and commands until the client leaves; returns what -v
+        says then.  STARTTLS: its 220 goes out, the input not yet parsed is
+        dropped, and the session starts over on TLS (RFC 3207 4.2)."""
+        timeout, monotonic, stats = self.settings.timeout, time.monotonic, self.stats
+        while True:
+            try:
+                yield from self.respond()
+                sock, tls = self.sock, self.tls is not None
+                while True:
+                    # TLS input already decrypted is not seen by the poller.
+                    if not (tls and sock.pending()):
+                        self.deadline = monotonic() + timeout
+                        if not (yield loop.READABLE):
+                            self.msg.warning("read timeout")
+                            return None
+                    try:
+                        data = sock.recv(RECV_SIZE)
+                    except BlockingIOError:     # also TLS that needs more (TLSSocket)
+                        continue
+                    if not data:
+                        return "disconnect"
+                    if tls:
+                        while sock.pending():
+                            data += sock.recv(RECV_SIZE)
+                    if stats is not None:
+                        stats.bytes += len(data)
+                    self.feed(data)
+                    if self.pause:
+                        yield from self.respond()
+                    elif self.out:          # the usual case, without a generator
+                        rest = self.send_out()
+                        if rest:
+                            yield from self.drain(rest)
+            except StartTls:
+                self.pause, self.pending, self.line = None, b"", b""
+                yield from self.respond(final=True)
+                if not (yield from self.handshake()):
+                    return None
+                self.start_over()
+
+    def respond(self, final=False):
+        """As Session.respond, with every write through flush()."""
+        while True:
+            if self.out:
+                yield from self.flush()
+            if final or self.pause is None:
+                return
+            seconds, then = self.pause
+            self.pause = None
+            if seconds > 0:
+                yield seconds
+            if then is not None:
+                then()
+            if self.pause is None and self.pending:
+                data, self.pending = self.pending, b""
+                self.feed(data)
+
+    def send_out(self):
+        """Send the replies in self.out as far as the socket takes them now;
+        returns the rest.  --stats counts them here."""
+        out = self.out
+        data = out[0] if len(out) == 1 else b"".join(out)
+        self.out = []
+        if self.stats is not None:
+            self.stats.count_replies(data)
+        try:
+            sent = self.sock.send(data)
+        except BlockingIOError:         # also TLS (TLSSocket)
+            sent = 0
+        return data[sent:]
+
+    def flush(self):
+        """Send the replies in self.out, all of them."""
+        rest = self.send_out()
+        if rest:
+            yield from self.drain(rest)
+
+    def drain(self, data):
+        """Send all of data, waiting (up to -t seconds at a time) while the
+        client is slow to take it.  A TLS write that cannot go on is
+        retried with the same bytes, as OpenSSL wants."""
+        sock, timeout = self.sock, self.settings.timeout
+        while True:
+            try:
+                sent = sock.send(data)
+            except BlockingIOError:     # also TLS (TLSSocket)
+                sent = 0
+            data = data[sent:]
+            if not data:
+                return
+            self.deadline = time.monotonic() + timeout
+            if not (yield loop.WRITABLE):
+                raise WriteTimeout()
+
+    # ---- TLS (--tls-cert, --tls-key, --tls)
+
+    def handshake(self):
+        """The server side of a TLS handshake, all within -t seconds; False
+        (after a warning) when it fails."""
+        import ssl                      # loaded by prepare_extensions()
+        try:
+            self.sock = self.settings.tls_context.wrap_socket(
+                self.sock, server_side=True, do_handshake_on_connect=False)
+        except OSError as err:
+            self.msg.warning("TLS: %s" % tls_error(err))
+            return False
+        self.deadline = time.monotonic() + self.settings.timeout
+        while True:
+            try:
+                self.sock.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                wanted = loop.READABLE
+            except ssl.SSLWantWriteError:
+                wanted = loop.WRITABLE
+            except OSError as err:          # SSLError, a reset, an early EOF
+                self.msg.warning("TLS handshake failed: %s" % tls_error(err))
+                return False
+            if not (yield wanted):
+                self.msg.warning("TLS handshake timeout")
+                return False
+        self.tls = (self.sock.version() or "TLS", (self.sock.cipher() or ("?",))[0])
+        if self.verbose:
+            self.msg.info("TLS established: %s %s" % self.tls)
+        return True
+
+    def tls_state(self):
+        """What X-Client-TLS says."""
+        return ("%s %s" % self.tls).encode() if self.tls else b"none"
+
+    def start_over(self):
+        """After STARTTLS: as a new session, without the greeting."""
+        self.reset_transaction()
+        self.rcpts = 0
+        self.helo_args = None
+        self.proto = b"LMTP" if self.settings.lmtp else b"SMTP"
+
+    def smtp_STARTTLS(self, args):
+        if self.tls is not None:
+            self.out.append(TLS_ACTIVE)
+        elif args.strip(b" \t"):
+            self.out.append(TLS_SYNTAX)
+        else:
+            self.out.append(TLS_GO_AHEAD)
+            raise StartTls()
+
+    def smtp_EHLO(self, args):          # also LHLO: STARTTLS until TLS is on
+        Session.smtp_EHLO(self, args)
+        if self.tls is None:
+            self.out[-1] = self.server.ehlo_starttls_reply
+
+    # ---- BDAT (--chunking)
+
+    def smtp_BDAT(self, args):
+        """BDAT size [LAST]: the reply comes once the size octets are in.
+        The flags of DATA apply, in execute()'s order."""
+        match = BDAT_ARGS.match(args)
+        if match is None:
+            self.out.append(BDAT_SYNTAX)
+            raise SessionEnd("disconnect")      # nothing tells where the chunk ends
+        size, last = int(match.group(1)), match.group(2) is not None
+        row = self.table[b"data"]
+        if not row.plain:
+            if row.syslog:
+                syslog.syslog(syslog.LOG_INFO, "BDAT %.100s"
+                              % dump.printable(args).decode("latin-1"))
+            if row.disconnect:
+                raise SessionEnd("disconnect")
+            if row.close:
+                self.out.append(CLOSE_REPLY)
+                raise SessionEnd("disconnect")
+            if row.hard or row.soft:
+                reply = self.settings.hard_reply if row.hard else self.settings.soft_reply
+                self.start_chunk(size, last, reply.encode("utf-8", "surrogateescape") + b"\r\n")
+                return
+            if row.delay:
+                self.pause = (row.delay * self.delay_multiplier(row.odds),
+                              lambda: self.start_chunk(size, last, None))
+                return
+        self.start_chunk(size, last, None)
+
+    def start_chunk(self, size, last, reply):
+        """Read the chunk next: taken when reply is None, else thrown away
+        and answered with reply."""
+        if reply is None and (not self.in_mail or self.rcpts == 0):     # as DATA
+            reply = NEED_RCPT
+        if reply is None:
+            if self.chunks == 0:            # the message begins, as at DATA
+                if self.capture is not None:
+                    self.capture_add(self.received_header(b"BDAT"))
+                if self.parts is not None:
+                    self.parts = []
+            self.chunks += 1
+        self.chunk_size, self.chunk_last, self.chunk_reply = size, last, reply
+        self.chunk_left = size
+        if size:
+            self.in_data = True
+        else:
+            self.end_of_data()              # "BDAT 0 LAST": nothing to read
+
+    def data_bytes(self, data):
+        """Message bytes: of DATA (Session's way), or of a BDAT chunk."""
+        left = self.chunk_left
+        if left is None:
+            rest = Session.data_bytes(self, data)
+            if self.parts is not None:
+                self.parts.append(data[:len(data) - len(rest)])
+            return rest
+        chunk, rest = data[:left], data[left:]
+        self.chunk_left = left - len(chunk)
+        if not self.chunk_left:
+            self.in_data = False
+        if self.chunk_reply is None:
+            if self.capture is not None and not self.capture_failed:
+                self.capture_add(chunk.replace(b"\r", b""))    # as dump.unstuff(), no dots
+            if self.parts is not None:
+                self.parts.append(chunk)
+        return rest
+
+    def end_of_data(self):
+        """The end of DATA (after "."), or of a BDAT chunk."""
+        if self.chunk_left is None:
+            self.verify(stuffed=True)
+            Session.end_of_data(self)
+            return
+        last, reply = self.chunk_last, self.chunk_reply
+        self.chunk_left = self.chunk_reply = None
+        if reply is not None:
+            self.out.append(reply)          # its octets are gone, the stream in step
+        elif not last:
+            self.out.append(CHUNK_OK % self.chunk_size)
+        else:
+            self.chunks = 0
+            if self.capture is not None and not self.capture_failed:
+                self.capture_add(b"\n")     # a record ends in an empty line, as "." makes
+            self.verify(stuffed=False)
+            Session.end_of_data(self)       # as ".": store, count, -M, reply
+
+    def smtp_DATA(self, args):
+        if self.chunks:
+            self.out.append(DATA_AFTER_BDAT)
+        else:
+            Session.smtp_DATA(self, args)
+
+    def smtp_RCPT(self, args):          # also counts recipients for --stats
+        if self.chunks:
+            self.out.append(RCPT_AFTER_BDAT)
+            return
+        rcpts = self.rcpts
+        Session.smtp_RCPT(self, args)
+        if self.stats is not None and self.rcpts != rcpts:
+            self.stats.recipients += 1
+
+    def reset_transaction(self):
+        Session.reset_transaction(self)
+        self.chunks = 0
+        if self.parts is not None:
+            self.parts = []
+
+    # ---- --verify, --lmtp-replies
+
+    def verify(self, stuffed):
+        """Check a complete message (--verify): the DATA stream as received
+        (ending in ".\\r\\n", dot-stuffed), or the BDAT octets."""
+        parts = self.parts
+        if parts is None:
+            return
+        self.parts = []
+        message = b"".join(parts)
+        if stuffed:
+            message = (b"\r\n" + message[:-3]).replace(b"\r\n.", b"\r\n")[2:]
+        result = self.server.verifier.check(message)
+        if result == "corrupt":
+            run, seq = integrity.parse(message)[:2]
+            self.msg.warning("integrity: corrupt message: run=%s seq=%d" % (run, seq))
+        elif self.verbose and result is not None:
+            self.msg.info("integrity: %s" % result)
+
+    def smtp_DOT(self, args):           # --lmtp-replies: a reply per recipient, in turn
+        replies = self.settings.lmtp_replies
+        if self.capture_failed or not replies:
+            Session.smtp_DOT(self, args)
+            return
+        if self.rcpts > 0:
+            self.out.append(b"".join(replies[i % len(replies)] for i in range(self.rcpts)))
+        self.rcpts = min(self.rcpts, 0) - 1     # as dot_reply()
+
+
+def tls_error(err):
+    """A TLS problem in a few words: OpenSSL's reason, or strerror."""
+    reason = getattr(err, "reason", None)
+    if reason:
+        return reason.lower().replace("_", " ")
+    if getattr(err, "errno", None):
+        return endpoints.strerror(err)
+    return str(err) or type(err).__name__
+
+
+def tls_context(settings, msg):
+    """The server's TLS context, with the certificate and key loaded."""
+    try:
+        import ssl
+    except ImportError:
+        msg.fatal("TLS is not available: this Python has no ssl module")
+
+    class TLSSocket(ssl.SSLSocket):
+        """A TLS read or write that cannot go on now raises BlockingIOError,
+        as on a plain socket (whichever direction TLS is waiting for:
+        renegotiation is off, so a write never needs a read)."""
+
+        def recv(self, bufsize, flags=0):
+            try:
+                return super().recv(bufsize, flags)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                raise BlockingIOError(errno.EAGAIN, "TLS wants more") from None
+
+        def send(self, data, flags=0):
+            try:
+                return super().send(data, flags)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                raise BlockingIOError(errno.EAGAIN, "TLS wants more") from None
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.options |= getattr(ssl, "OP_NO_RENEGOTIATION", 0)
+    context.sslsocket_class = TLSSocket
+    try:
+        context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    except (OSError, ssl.SSLError) as err:
+        msg.fatal("cannot load TLS certificate %s and key %s: %s"
+                  % (settings.tls_cert, settings.tls_key, tls_error(err)))
+    return context
+
+
+def prepare_extensions(settings, msg):
+    """Open what the extensions need while we still may (before -R, -u):
+    the TLS certificate and key, the --stats file.  Idempotent."""
+    if settings.tls and settings.tls_context is None:
+        settings.tls_context = tls_context(settings, msg)
+    if settings.stats_path is not None and settings.stats_fd < 0:
+        try:
+            settings.stats_fd = os.open(settings.stats_path,
+                                        os.O_WRONLY | os.O_CREAT | os.O_APPEND
+                                        | getattr(os, "O_CLOEXEC", 0), 0o644)
+        except OSError as err:
+            msg.fatal("open %s: %s" % (settings.stats_path, endpoints.strerror(err)))
+
+
+REPLY_CODE = re.compile(rb"^([0-9]{3})[ \r]", re.MULTILINE)    # a reply's last line
+
+
+class Statistics:
+    """--stats and --verify: the counters the sessions keep, and the JSON
+    lines that show them (every --stats interval, on SIGUSR1, at the end).
+
+    The lines are written by the loop's own thread, between two steps:
+    SIGUSR1 only writes a byte to a pipe that a small session here waits
+    on, as SIGTERM only asks the loop to stop."""
+
+    def __init__(self, server, settings):
+        self.server = server
+        self.interval = settings.stats_interval or 0
+        self.fd = settings.stats_fd             # -1: server.stdout
+        self.sessions = self.recipients = self.bytes = 0
+        self.replies = collections.Counter()    # b"250" -> how many
+        self.sent = {}                          # what was sent -> how often
+        self.started = self.last_time = time.monotonic()
+        self.last = (0, 0, 0, 0)
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+
+    def count_replies(self, data):
+        """Count what one write sent; the codes are read out of it later
+        (fold()), as the same few byte strings are sent again and again."""
+        sent = self.sent
+        sent[data] = sent.get(data, 0) + 1
+        if len(sent) > 1000:
+            self.fold()
+
+    def fold(self):
+        replies = self.replies
+        for data, times in self.sent.items():
+            for code in REPLY_CODE.findall(data):
+                replies[code] += times
+        self.sent = {}
+
+    def start(self, event_loop):
+        """Run the interval timer and the SIGUSR1 listener on the loop."""
+        if self.interval > 0:
+            ticker = loop.Waiter()
+            ticker.steps = self.ticks()
+            event_loop.start(ticker)
+        listener = loop.Waiter()
+        listener.fd = self.wake_r
+        listener.steps = self.requests()
+        event_loop.start(listener)
+
+    def ticks(self):
+        due = time.monotonic() + self.interval
+        while True:
+            yield max(0.0, due - time.monotonic())
+            self.write("interval")
+            due += self.interval            # on the beat, without bursts after a stall
+            if due <= time.monotonic():
+                due = time.monotonic() + self.interval
+
+    def requests(self):
+        while True:
+            yield loop.READABLE
+            try:
+                while os.read(self.wake_r, 512):
+                    pass
+            except OSError:
+                pass
+            self.write("signal")
+
+    def request(self):
+        """Ask for a line soon; safe from a signal handler or another thread."""
+        fd = self.wake_w
+        if fd >= 0:
+            try:
+                os.write(fd, b"x")
+            except OSError:
+                pass
+
+    def line(self, event):
+        self.fold()
+        server, now = self.server, time.monotonic()
+        totals = (self.sessions, server.message_total, self.recipients, self.bytes)
+        span = now - self.last_time
+        rates = {name: round((value - before) / span, 3) if span > 0 else 0.0
+                 for name, value, before in zip(("sessions", "messages", "recipients", "bytes"),
+                                                totals, self.last)}
+        self.last, self.last_time = totals, now
+        record = collections.OrderedDict([
+            ("event", event), ("time", round(time.time(), 3)),
+            ("uptime", round(now - self.started, 3)),
+            ("sessions", totals[0]), ("active", len(server.active)),
+            ("messages", totals[1]), ("recipients", totals[2]), ("bytes", totals[3]),
+            ("rates", rates),
+            ("replies", {code.decode(): n for code, n in sorted(self.replies.items())})])
+        if server.verifier is not None:
+            record["verify"] = {"runs": server.verifier.totals(),
+                                "unmarked": server.verifier.unmarked}
+        return json.dumps(record) + "\n"
+
+    def write(self, event):
+        data = self.line(event).encode()
+        try:
+            if self.fd >= 0:
+                while data:
+                    data = data[os.write(self.fd, data):]
+            else:
+                self.server.stdout.write(data)
+                self.server.stdout.flush()
+        except (OSError, ValueError) as err:
+            self.server.msg.warning("statistics: %s" % err)
+
+    def close(self):
+        fd, self.wake_w = self.wake_w, -1       # a late SIGUSR1 writes nowhere
+        if fd < 0:
+            return
+        os.close(fd)
+        os.close(self.wake_r)
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
 # -------------------------------------------------------------------- server
 
 ACCEPT_BATCH = 64           # connections taken per wake-up of the listener
@@ -752,7 +1435,8 @@ class SinkServer(loop.Waiter):
         self.hostname = settings.hostname.encode("utf-8", "surrogateescape")
         self.ehlo_reply = ehlo_reply(settings, self.hostname)
         self.helo_reply = b"250 " + self.hostname + b"\r\n"
-        self.random = random.Random(int(time.time()))   # as Postfix: seeded by time
+        seed = settings.seed if settings.seed is not None else int(time.time())
+        self.random = random.Random(seed)   # as Postfix: seeded by time (or --seed)
         self.exit_status = None
         self.stopping = False
         self.sessions = self.quits = self.messages = 0
@@ -763,6 +1447,18 @@ class SinkServer(loop.Waiter):
         self.fd = listener.fileno()
         self.steps = self.accept_connections()
         self.stdout = getattr(sys.stdout, "buffer", sys.stdout)
+        # Our extensions: decided here once, so that without them nothing
+        # else is looked at (Session rather than ExtendedSession).
+        self.session_class = Session
+        self.verifier = self.stats = None
+        if settings.extended:
+            prepare_extensions(settings, msg)
+            self.session_class = ExtendedSession
+            self.ehlo_starttls_reply = ehlo_reply(settings, self.hostname, starttls=True)
+            if settings.verify:
+                self.verifier = integrity.Verifier()
+            if settings.reporting:
+                self.stats = Statistics(self, settings)
 
     def random_id(self):
         return self.random.getrandbits(31)
@@ -773,12 +1469,22 @@ class SinkServer(loop.Waiter):
         """Accept and serve until stop(); returns the exit status."""
         self.socket.setblocking(False)
         self.loop.start(self)
+        if self.stats is not None:
+            self.stats.start(self.loop)
         self.loop.run()
+        if self.stats is not None:
+            self.stats.write("exit")
         return self.exit_status
+
+    def request_report(self):
+        """--stats/--verify: a statistics line soon (SIGUSR1); safe from a
+        signal handler and from another thread."""
+        if self.stats is not None:
+            self.stats.request()
 
     def accept_connections(self):
         """The listener's session: take connections while there is room."""
-        max_sessions = self.settings.max_sessions
+        max_sessions, session_class = self.settings.max_sessions, self.session_class
         while True:
             if len(self.active) >= max_sessions:
                 self.parked = True
@@ -802,21 +1508,23 @@ class SinkServer(loop.Waiter):
                     yield 0.1               # let sessions end and free descriptors
                     break
                 sock.setblocking(False)
-                session = Session(self, sock, peer)
+                session = session_class(self, sock, peer)
                 self.active[session.fd] = session
                 self.loop.start(session)
 
     def session_ended(self, session):
-        """A session is over: its socket is closed here, its slot freed."""
+        """A session is over: counted (first, as Postfix does, so that the
+        client sees the end after the -c line), its socket closed, its
+        slot freed."""
         self.loop.forget(session.fd)
         self.active.pop(session.fd, None)
+        settings = self.settings
+        if settings.count and not self.stopping:
+            self.sessions += 1
+            self.show_counters()
         session.sock.close()
         if self.stopping:
             return
-        settings = self.settings
-        if settings.count:
-            self.sessions += 1
-            self.show_counters()
         if settings.max_quits and self.quits >= settings.max_quits:
             self.stop(0)
         elif self.parked:
@@ -870,17 +1578,23 @@ class SinkServer(loop.Waiter):
             session.steps.close()           # runs its clean-up
         self.socket.close()
         self.loop.close()
+        if self.stats is not None:
+            self.stats.close()
 
 
-def ehlo_reply(settings, hostname):
+def ehlo_reply(settings, hostname, starttls=False):
+    """The EHLO/LHLO reply.  STARTTLS and CHUNKING (ours) stand where
+    Postfix's smtpd puts them: STARTTLS before AUTH, CHUNKING last."""
     lines = [b"250-" + hostname]
     for wanted, keyword in ((settings.ehlo_pipelining, b"PIPELINING"),
                             (settings.ehlo_8bitmime, b"8BITMIME"),
+                            (starttls, b"STARTTLS"),
                             (settings.ehlo_auth, b"AUTH PLAIN LOGIN"),
                             (settings.ehlo_xclient, b"XCLIENT NAME HELO"),
                             (settings.ehlo_xforward, b"XFORWARD NAME ADDR PROTO HELO"),
                             (settings.ehlo_enhanced, b"ENHANCEDSTATUSCODES"),
-                            (settings.ehlo_dsn, b"DSN")):
+                            (settings.ehlo_dsn, b"DSN"),
+                            (settings.chunking, b"CHUNKING")):
         if wanted:
             lines.append(b"250-" + keyword)
     lines.append(b"250 ")
@@ -985,6 +1699,7 @@ def parse_options(args, msg):
             settings.ehlo_dsn = False
         elif letter == "p":
             settings.ehlo_pipelining = False
+            settings.no_pipelining = True
         elif letter == "P":
             settings.pix = True
             settings.esmtp = False
@@ -1017,8 +1732,10 @@ def parse_options(args, msg):
             commands["data"].delay, commands["data"].odds = delay, 0
         elif letter == "W":
             command_delay(value)
+        elif letter.startswith("--"):
+            apply_long_option(settings, letter[2:], value, msg)
 
-    parser = options.GetOpt(args, OPTSTRING)
+    parser = options.GetOpt(args, OPTSTRING, LONG_OPTIONS)
     try:
         for letter, value in parser:
             apply_option(letter, value)
@@ -1041,7 +1758,98 @@ def parse_options(args, msg):
     else:
         commands["helo"].enabled = True
         commands["ehlo"].enabled = settings.esmtp
+    enable_extensions(settings, msg)
     return settings
+
+
+class ShowHelp(Exception):
+    """--help: main() prints help_text() and exits 0."""
+
+
+def help_text(prog):
+    """Postfix's usage line, then our long options, one a line."""
+    return "\n".join((USAGE % prog,) + LONG_USAGE) + "\n"
+
+
+def apply_long_option(settings, name, value, msg):
+    """One of our long options (LONG_OPTIONS); checked as it comes, like
+    Postfix's letters."""
+    if name == "help":
+        raise ShowHelp()
+    elif name == "chunking":
+        settings.chunking = True
+    elif name == "keep-pipelining":
+        settings.keep_pipelining = True
+    elif name == "lmtp-replies":
+        settings.lmtp_replies = lmtp_replies(value, msg)
+    elif name == "seed":
+        if not re.match(r"[+-]?[0-9]+\Z", value):
+            msg.fatal("bad --seed value: %s" % value)
+        settings.seed = int(value)
+    elif name == "stats":
+        seconds, _, path = value.partition(",")
+        if not re.match(r"([0-9]+\.?[0-9]*|\.[0-9]+)\Z", seconds):
+            msg.fatal("bad --stats interval: %s" % seconds)
+        settings.stats_interval = float(seconds)
+        settings.stats_path = path if path not in ("", "-") else None
+    elif name == "tls-cert":
+        settings.tls_cert = value
+    elif name == "tls-key":
+        settings.tls_key = value
+    elif name == "tls":
+        settings.tls_implicit = True
+    elif name == "verify":
+        settings.verify = True
+
+
+LMTP_REPLY = re.compile(r"([245])[0-9][0-9]( [^,\r\n]*)?\Z")
+
+
+def lmtp_replies(spec, msg):
+    """--lmtp-replies=SPEC: "250,452,550 5.1.1 User unknown" -> reply lines."""
+    replies = []
+    for item in spec.split(","):
+        item = item.strip(" ")
+        match = LMTP_REPLY.match(item)
+        if match is None:
+            msg.fatal("bad --lmtp-replies reply: %s" % item)
+        if match.group(2) is None:
+            digit = match.group(1)
+            if item == "250":
+                text = "250 2.2.0 Ok"                       # the usual LMTP_OK
+            elif digit == "2":
+                text = "%s %s.0.0 Ok" % (item, digit)
+            else:
+                text = "%s %s.0.0 Error: delivery failed" % (item, digit)
+            item = text
+        replies.append(item.encode("utf-8", "surrogateescape") + b"\r\n")
+    return replies
+
+
+def enable_extensions(settings, msg):
+    """Check how the long options go together, and put their handlers in
+    the command table.  BDAT and STARTTLS come in only now, so that -f,
+    -r, -W ... never know them (as in Postfix)."""
+    commands = settings.commands
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        msg.fatal("--tls-cert and --tls-key go together")
+    if settings.tls_implicit and not settings.tls:
+        msg.fatal("--tls needs --tls-cert and --tls-key")
+    if settings.lmtp_replies and not settings.lmtp:
+        msg.fatal("--lmtp-replies needs -L")
+    if settings.keep_pipelining and not settings.no_pipelining:
+        settings.ehlo_pipelining = True
+    if settings.tls:
+        commands["starttls"] = Command("starttls", ExtendedSession.smtp_STARTTLS)
+        for verb in ("ehlo", "lhlo"):
+            commands[verb].handler = ExtendedSession.smtp_EHLO
+    if settings.chunking:
+        commands["bdat"] = Command("bdat", ExtendedSession.smtp_BDAT)
+        commands["data"].handler = ExtendedSession.smtp_DATA
+    if settings.chunking or settings.reporting:
+        commands["rcpt"].handler = ExtendedSession.smtp_RCPT
+    if settings.lmtp_replies:
+        commands["."].handler = ExtendedSession.smtp_DOT
 
 
 def prepare_for_chroot():
@@ -1079,8 +1887,10 @@ def main(argv=None, prog=None):
         listener, _ = endpoints.listen(settings.endpoint, settings.backlog, msg,
                                        settings.family, settings.window)
 
-        # 3. Give up privileges for good: chroot, groups, gid, uid.
+        # 3. Give up privileges for good: chroot, groups, gid, uid (after
+        #    reading what our extensions need: TLS key, --stats file).
         try:
+            prepare_extensions(settings, msg)
             prepare_for_chroot()
             privileges.drop(settings.user, settings.root_dir, msg)
         except BaseException:
@@ -1089,13 +1899,21 @@ def main(argv=None, prog=None):
 
         # 4. Serve until -M or -n says stop.  SIGTERM stops it too, but only
         #    between whole capture records; the process then ends as killed.
+        #    With --stats or --verify, SIGUSR1 asks for a statistics line
+        #    (written by the loop, between two steps, as SIGTERM's stop).
         server = SinkServer(settings, listener, msg)
         if threading.current_thread() is threading.main_thread():
             def on_term(signum, frame):
                 terminated.append(signum)
                 server.stop(None)
             signal.signal(signal.SIGTERM, on_term)
+            if server.stats is not None:
+                signal.signal(signal.SIGUSR1, lambda signum, frame: server.request_report())
         return server.serve()
+    except ShowHelp:
+        sys.stdout.write(help_text(msg.prog))
+        sys.stdout.flush()
+        return 0
     except messages.Fatal:
         return 1
     except KeyboardInterrupt:

@@ -280,7 +280,7 @@ USAGE_CASES = [
     PRIVS + ["-u"],
     ["-Z"], PRIVS + ["-Z", EP, "5"], ["-vZ"], ["-Zv"], PRIVS + ["-c", "-x", "-m"],
     PRIVS + ["-m"], ["-v", "-m"], ["-W"], ["-vvm"],       # missing option argument
-    ["--help"], ["--x"], ["---"], ["--"], ["-"], PRIVS + ["-", EP, "5"],
+    ["--helpx"], ["--x"], ["---"], ["--"], ["-"], PRIVS + ["-", EP, "5"],
     PRIVS + ["-c-", EP, "5"], PRIVS + ["-vc--x", EP, "5"],
     PRIVS + ["-Z", "-m", "0"], PRIVS + ["-m", "0", "-Z"],  # the first problem wins
     PRIVS + ["-s", "foo", "-m", "0", EP, "5"], PRIVS + ["-m", "0", "-s", "foo", EP, "5"],
@@ -449,6 +449,32 @@ class UsageTest(SweepBase):
         self.assertEqual(theirs.stderr, b"%s: fatal: %s\n" % (path, USAGE % path))
         self.assertEqual(ours.stderr, theirs.stderr.replace(path, link.encode()))
         self.assertEqual(ours.returncode, theirs.returncode)
+
+    def test_help(self):
+        # Ours only (Postfix has no --help): the usage line, then our long
+        # options one a line, on stdout; exit 0.  "--help=x" is refused.
+        ours = run_to_end(self.procs, "ours", ["--help"])
+        self.assertEqual((ours.status, ours.stderr), (0, b""))
+        lines = ours.stdout.decode().splitlines()
+        self.assertEqual(lines[0], (USAGE % b"smtp-sink").decode())
+        names = [line.split()[0] for line in lines[1:]]
+        self.assertEqual(sorted(name.split("=")[0] for name in names),
+                         ["--chunking", "--help", "--keep-pipelining", "--lmtp-replies",
+                          "--seed", "--stats", "--tls", "--tls-cert", "--tls-key",
+                          "--verify"])
+        self.assertTrue(all(len(line) <= 100 for line in lines[1:]))
+        ours = run_to_end(self.procs, "ours", PRIVS + ["-c", "--help", "-Z"])
+        self.assertEqual(ours.status, 0)            # acted on in getopt's order
+        ours = run_to_end(self.procs, "ours", ["--help=x"])
+        self.assertEqual(ours.key(), (1, b"", b"smtp-sink: option '--help' doesn't allow "
+                                              b"an argument\n" + FATAL_USAGE))
+
+    def test_unknown_long_options_stay_invalid(self):
+        # As with Postfix's getopt(3): the letter '-', then the usage.
+        for args in (["--helpx"], ["--HELP"], ["--verify-all"], PRIVS + ["--stat=1", EP, "5"]):
+            ours = run_to_end(self.procs, "ours", args)
+            self.assertEqual(ours.key(), (1, b"", b"smtp-sink: invalid option -- '-'\n"
+                                                  + FATAL_USAGE), args)
 
     def test_getopt_complaints(self):
         # Not differential (the sweep is): the texts recorded in the reference.

@@ -359,5 +359,98 @@ class NotRootTest(unittest.TestCase):
                 self.assertEqual(sink.stop()[2], b"")
 
 
+
+def capabilities(pid):
+    """{"CapInh": int, "CapPrm": ..., "CapEff": ..., "CapAmb": ...}"""
+    found = {}
+    with open("/proc/%d/status" % pid) as status:
+        for line in status:
+            name, _, value = line.partition(":")
+            if name in ("CapInh", "CapPrm", "CapEff", "CapAmb"):
+                found[name] = int(value, 16)
+    return found
+
+
+class DroppedForGoodTest(unittest.TestCase):
+    """What RunAsUserTest and JailTest leave out: no capability is left
+    (nothing to regain root with), the starter's own supplementary groups
+    are gone, the working directory is inside the jail, a large spilled
+    capture works in the jail, and a bad jail is fatal before serving."""
+
+    def setUp(self):
+        need_root()
+        self.base = support.temp_dir(self)
+
+    def jail(self, name):
+        jail = os.path.join(self.base, name)
+        os.mkdir(jail)
+        os.chmod(jail, 0o755)
+        os.mkdir(os.path.join(jail, "dumps"))
+        os.chmod(os.path.join(jail, "dumps"), 0o777)
+        return jail
+
+    def test_no_capabilities_left(self):
+        programs = [ours] + ([postfix] if have_postfix() else [])
+        for make in programs:
+            with self.subTest(program=make.__name__):
+                sink = Sink(self, make("-u", "nobody")).ready()
+                self.assertEqual(capabilities(sink.pid),
+                                 {"CapInh": 0, "CapPrm": 0, "CapEff": 0, "CapAmb": 0})
+
+    def test_starters_groups_are_dropped(self):
+        # Root started with extra supplementary groups (4, 27, 100): after
+        # -u nobody only nobody's own groups are left.
+        setpriv = support.need_program("setpriv")
+        wanted = sorted(set(os.getgrouplist("nobody", NOBODY.pw_gid)))
+        programs = [ours] + ([postfix] if have_postfix() else [])
+        for make in programs:
+            with self.subTest(program=make.__name__):
+                sink = Sink(self, [setpriv, "--groups=4,27,100", "--"]
+                            + make("-u", "nobody")).ready()
+                found = credentials(sink.pid)
+                self.assertEqual(found["Groups"], wanted)
+                self.assertEqual(found["Gid"], [NOBODY.pw_gid] * 4)
+                self.assertEqual(found["Uid"], [NOBODY.pw_uid] * 4)
+
+    def test_working_directory_is_the_jail(self):
+        jail = self.jail("cwd")
+        sink = Sink(self, ours("-u", "nobody", "-R", jail)).ready()
+        self.assertEqual(os.readlink("/proc/%d/root" % sink.pid), jail)
+        self.assertEqual(os.readlink("/proc/%d/cwd" % sink.pid), jail)
+
+    def test_big_captures_in_the_jail(self):
+        # Records above the spill size: -d streams to its file, -D builds
+        # the record in an unlinked temporary file next to the target, all
+        # inside the jail, as nobody.
+        body = b"".join(b"%07d " % i + b"j" * 90 + b"\r\n" for i in range(40000))   # ~4 MB
+        steps = TRANSACTION[:4] + [body + b".\r\n", b"QUIT\r\n"]
+        for option, name in (("-d", "/dumps/new/f."), ("-D", "/dumps/new/all")):
+            with self.subTest(option=option):
+                jail = self.jail("big" + option)
+                sink = Sink(self, ours("-u", "nobody", "-R", jail, option, name))
+                replies, _ = sink.converse(steps)
+                self.assertTrue(replies.endswith(b"354 End data with <CR><LF>.<CR><LF>\r\n"
+                                                 b"250 2.0.0 Ok\r\n221 Bye\r\n"), replies)
+                rc, out, err = sink.stop()
+                self.assertEqual(err, b"")
+                [path] = [os.path.join(d, f) for d, _, fs in os.walk(jail) for f in fs]
+                self.assertEqual(os.stat(path).st_uid, NOBODY.pw_uid)
+                with open(path, "rb") as f:
+                    self.assertTrue(f.read().endswith(body.replace(b"\r\n", b"\n") + b"\n"))
+
+    def test_missing_jail_is_fatal_before_serving(self):
+        port = support.free_port()
+        args = ["-u", "nobody", "-R", os.path.join(self.base, "nonexistent"),
+                "127.0.0.1:%d" % port, "5"]
+        result = support.run(ours(*args))
+        expected = ("smtp-sink: fatal: chroot(%s): No such file or directory\n"
+                    % os.path.join(self.base, "nonexistent")).encode()
+        self.assertEqual((result.returncode, result.stdout, result.stderr), (1, b"", expected))
+        if have_postfix():
+            theirs = support.run(postfix(*args))
+            self.assertEqual((theirs.returncode, theirs.stderr.replace(
+                support.POSTFIX_SINK.encode(), b"smtp-sink")), (1, expected))
+
+
 if __name__ == "__main__":
     unittest.main()
