@@ -129,6 +129,24 @@ EXTENSIONS
                 (4nn, 5nn).  Example: --lmtp-replies=250,452,"550 5.1.1
                 User unknown".  -f/-r on "." still answer every recipient
                 with their reply.
+    --maildir=DIR
+                Capture each message (the same record as -d) into the
+                Maildir DIR: written to DIR/tmp/NAME, then renamed into
+                DIR/new/NAME before the 250 reply (a 451 if that fails),
+                NAME being "seconds.MmicrosPpidQn.host".  The tmp, new
+                and cur directories are made when missing.  Not with -d
+                or -D.
+    --procs=N   N worker processes (1-256) serve the same endpoint, each
+                with its own event loop, so that more than one core is
+                used; on TCP each has its own listening socket
+                (SO_REUSEPORT: the kernel spreads the clients).  -c, -M,
+                -n, --stats and --verify count for all of them together:
+                -M and -n end the whole group at the total, the -c lines
+                and the statistics are the group's.  The first process
+                supervises: a worker that dies is reported ("warning:
+                worker 1 (pid 123) died with signal 9; starting another")
+                and replaced; SIGTERM and SIGINT stop every worker.  -m
+                applies to each worker.
     --seed=N    Seed the random generator with N (an integer) instead of
                 the time: the -W odds and the capture file ids (-d, and
                 "id" in Received:) repeat from run to run.
@@ -207,7 +225,7 @@ import syslog
 import threading
 import time
 
-from smtpcore import dump, endpoints, integrity, loop, messages, options, privileges
+from smtpcore import dump, endpoints, integrity, loop, messages, options, privileges, procs
 
 # ----------------------------------------------------------------- constants
 
@@ -225,6 +243,7 @@ DEFAULT_TIMEOUT = 100           # -t, seconds
 DEFAULT_MAX_SESSIONS = 256      # -m
 MAX_LINE = 2048                 # a command line, CRLF included (Postfix's limit)
 RECV_SIZE = 65536
+MAX_PROCS = 256                 # --procs
 BATCH = 256                     # commands answered before their replies are sent
 SEND_FIRST = (0, None)          # a "pause" of nothing: send the replies, go on
 END_OF_DATA = b"\r\n.\r\n"      # RFC 5321 4.1.1.4, seen with the CRLF before it
@@ -248,13 +267,15 @@ GO_AHEAD = b"354 End data with <CR><LF>.<CR><LF>\r\n"
 BYE = b"221 Bye\r\n"
 
 # Our extensions (long options; see EXTENSIONS above), and what --help says.
-LONG_OPTIONS = ("help", "chunking", "keep-pipelining", "lmtp-replies=", "seed=", "stats=",
-                "tls-cert=", "tls-key=", "tls", "verify")
+LONG_OPTIONS = ("help", "chunking", "keep-pipelining", "lmtp-replies=", "maildir=", "procs=",
+                "seed=", "stats=", "tls-cert=", "tls-key=", "tls", "verify")
 LONG_USAGE = (
     "--help                   print this text and exit",
     "--chunking               announce CHUNKING and take BDAT (RFC 3030)",
     "--keep-pipelining        announce PIPELINING also with -f or -r",
     "--lmtp-replies=SPEC      LMTP replies per recipient, in turn (e.g. 250,452,550)",
+    "--maildir=DIR            capture each message into the Maildir DIR (tmp/, new/)",
+    "--procs=N                N worker processes on the same socket; counters shared",
     "--seed=N                 seed the random generator (-W odds, capture ids)",
     "--stats=SECONDS[,FILE]   JSON statistics every SECONDS, on SIGUSR1 and at exit",
     "--tls                    implicit TLS: a handshake before the greeting",
@@ -352,10 +373,20 @@ class Settings:
         self.tls_implicit = False           # --tls
         self.tls_context = None             # ... loaded
         self.verify = False                 # --verify
+        self.maildir = None                 # --maildir
+        self.procs = 1                      # --procs
 
     @property
-    def template(self):
-        return self.single_template or self.shared_template
+    def capturing(self):
+        """Transactions are captured (-d, -D or --maildir)."""
+        return bool(self.single_template or self.shared_template or self.maildir)
+
+    def new_capture(self, when):
+        """The capture of a transaction begun at `when`."""
+        if self.maildir is not None:
+            return dump.MaildirCapture(self.maildir, when)
+        return dump.Capture(self.single_template or self.shared_template,
+                            self.shared_template is not None, when)
 
     @property
     def tls(self):
@@ -771,7 +802,7 @@ class Session(loop.Waiter):
     def smtp_MAIL(self, args):
         if self.in_mail:
             self.out.append(NESTED_MAIL)
-        elif self.settings.template and not self.open_capture(args):
+        elif self.settings.capturing and not self.open_capture(args):
             self.out.append(CAPTURE_FAILED)
         else:
             self.in_mail = True
@@ -833,8 +864,7 @@ class Session(loop.Waiter):
         """Start the capture of a transaction at MAIL time; False (with a
         warning) when the capture file cannot be made."""
         settings = self.settings
-        capture = dump.Capture(settings.template, settings.shared_template is not None,
-                               time.time())
+        capture = settings.new_capture(time.time())
         header = [settings.start_string or b"",
                   b"X-Client-Addr: ", self.addr_prefix.encode(), self.addr.encode(), b"\n",
                   b"X-Client-Proto: ", self.proto, b"\n"]
@@ -915,7 +945,7 @@ class ExtendedSession(Session):
         self.chunks = 0             # BDAT chunks taken in this transaction
         super().__init__(server, sock, peer)
         if self.stats is not None:
-            self.stats.sessions += 1
+            self.stats.add("st_sessions")
 
     # ---- the conversation (I/O)
 
@@ -968,7 +998,7 @@ class ExtendedSession(Session):
                         while sock.pending():
                             data += sock.recv(RECV_SIZE)
                     if stats is not None:
-                        stats.bytes += len(data)
+                        stats.add("bytes", len(data))
                     self.feed(data)
                     if self.pause:
                         yield from self.respond()
@@ -1194,7 +1224,7 @@ class ExtendedSession(Session):
         rcpts = self.rcpts
         Session.smtp_RCPT(self, args)
         if self.stats is not None and self.rcpts != rcpts:
-            self.stats.recipients += 1
+            self.stats.add("recipients")
 
     def reset_transaction(self):
         Session.reset_transaction(self)
@@ -1303,9 +1333,10 @@ class Statistics:
 
     def __init__(self, server, settings):
         self.server = server
+        self.counts = server.counts             # st_sessions, recipients, bytes
+        self.shared = server.group is not None  # --procs: codes go there too
         self.interval = settings.stats_interval or 0
         self.fd = settings.stats_fd             # -1: server.stdout
-        self.sessions = self.recipients = self.bytes = 0
         self.replies = collections.Counter()    # b"250" -> how many
         self.sent = {}                          # what was sent -> how often
         self.started = self.last_time = time.monotonic()
@@ -1314,9 +1345,23 @@ class Statistics:
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
 
+    def add(self, name, amount=1):
+        """Count sessions, recipients, bytes (in all processes with --procs)."""
+        counts = self.counts
+        with counts.lock:
+            setattr(counts, name, getattr(counts, name) + amount)
+
     def count_replies(self, data):
         """Count what one write sent; the codes are read out of it later
-        (fold()), as the same few byte strings are sent again and again."""
+        (fold()), as the same few byte strings are sent again and again
+        (with --procs at once, into the counters the processes share)."""
+        if self.shared:
+            counts = self.counts
+            with counts.lock:
+                for code in REPLY_CODE.findall(data):
+                    name = "r" + code.decode()
+                    setattr(counts, name, getattr(counts, name) + 1)
+            return
         sent = self.sent
         sent[data] = sent.get(data, 0) + 1
         if len(sent) > 1000:
@@ -1328,6 +1373,15 @@ class Statistics:
             for code in REPLY_CODE.findall(data):
                 replies[code] += times
         self.sent = {}
+
+    def reply_counts(self):
+        """{"250": how many, ...}"""
+        if self.shared:
+            counts = self.counts
+            return {name[1:]: getattr(counts, name) for name in REPLY_NAMES
+                    if getattr(counts, name)}
+        self.fold()
+        return {code.decode(): n for code, n in sorted(self.replies.items())}
 
     def start(self, event_loop):
         """Run the interval timer and the SIGUSR1 listener on the loop."""
@@ -1369,9 +1423,10 @@ class Statistics:
                 pass
 
     def line(self, event):
-        self.fold()
-        server, now = self.server, time.monotonic()
-        totals = (self.sessions, server.message_total, self.recipients, self.bytes)
+        server, counts, now = self.server, self.counts, time.monotonic()
+        with counts.lock:
+            totals = (counts.st_sessions, counts.total, counts.recipients, counts.bytes)
+            active = counts.active
         span = now - self.last_time
         rates = {name: round((value - before) / span, 3) if span > 0 else 0.0
                  for name, value, before in zip(("sessions", "messages", "recipients", "bytes"),
@@ -1380,10 +1435,9 @@ class Statistics:
         record = collections.OrderedDict([
             ("event", event), ("time", round(time.time(), 3)),
             ("uptime", round(now - self.started, 3)),
-            ("sessions", totals[0]), ("active", len(server.active)),
+            ("sessions", totals[0]), ("active", active),
             ("messages", totals[1]), ("recipients", totals[2]), ("bytes", totals[3]),
-            ("rates", rates),
-            ("replies", {code.decode(): n for code, n in sorted(self.replies.items())})])
+            ("rates", rates), ("replies", self.reply_counts())])
         if server.verifier is not None:
             record["verify"] = {"runs": server.verifier.totals(),
                                 "unmarked": server.verifier.unmarked}
@@ -1415,6 +1469,9 @@ class Statistics:
 # -------------------------------------------------------------------- server
 
 ACCEPT_BATCH = 64           # connections taken per wake-up of the listener
+COUNTER_NAMES = ("sessions", "quits", "messages", "total", "active",   # -c -M -n
+                 "st_sessions", "recipients", "bytes")                 # --stats
+REPLY_NAMES = tuple("r%d" % code for code in range(200, 600))           # --procs --stats
 
 
 class SinkServer(loop.Waiter):
@@ -1427,7 +1484,7 @@ class SinkServer(loop.Waiter):
     kernel's listen queue's stead.
     """
 
-    def __init__(self, settings, listener, msg):
+    def __init__(self, settings, listener, msg, group=None):
         self.socket = listener
         self.settings = settings
         self.msg = msg
@@ -1439,8 +1496,10 @@ class SinkServer(loop.Waiter):
         self.random = random.Random(seed)   # as Postfix: seeded by time (or --seed)
         self.exit_status = None
         self.stopping = False
-        self.sessions = self.quits = self.messages = 0
-        self.message_total = 0
+        # -c, -M, -n (and --stats) counters: of this process, or, with
+        # --procs, of the whole group (group.counts, in shared memory).
+        self.group = group
+        self.counts = group.counts if group is not None else procs.LocalCounts(COUNTER_NAMES)
         self.active = {}                    # fd -> Session
         self.parked = False
         self.loop = loop.Loop()
@@ -1456,7 +1515,7 @@ class SinkServer(loop.Waiter):
             self.session_class = ExtendedSession
             self.ehlo_starttls_reply = ehlo_reply(settings, self.hostname, starttls=True)
             if settings.verify:
-                self.verifier = integrity.Verifier()
+                self.verifier = group.verifier if group is not None else integrity.Verifier()
             if settings.reporting:
                 self.stats = Statistics(self, settings)
 
@@ -1469,10 +1528,11 @@ class SinkServer(loop.Waiter):
         """Accept and serve until stop(); returns the exit status."""
         self.socket.setblocking(False)
         self.loop.start(self)
-        if self.stats is not None:
+        writes_stats = self.stats is not None and self.group is None    # else the parent
+        if writes_stats:
             self.stats.start(self.loop)
         self.loop.run()
-        if self.stats is not None:
+        if writes_stats:
             self.stats.write("exit")
         return self.exit_status
 
@@ -1510,6 +1570,9 @@ class SinkServer(loop.Waiter):
                 sock.setblocking(False)
                 session = session_class(self, sock, peer)
                 self.active[session.fd] = session
+                counts = self.counts
+                with counts.lock:
+                    counts.active += 1
                 self.loop.start(session)
 
     def session_ended(self, session):
@@ -1518,14 +1581,17 @@ class SinkServer(loop.Waiter):
         slot freed."""
         self.loop.forget(session.fd)
         self.active.pop(session.fd, None)
-        settings = self.settings
-        if settings.count and not self.stopping:
-            self.sessions += 1
-            self.show_counters()
+        settings, counts = self.settings, self.counts
+        with counts.lock:
+            counts.active -= 1
+            if settings.count and not self.stopping:
+                counts.sessions += 1
+                self.show_counters()
+            quits = counts.quits
         session.sock.close()
         if self.stopping:
             return
-        if settings.max_quits and self.quits >= settings.max_quits:
+        if settings.max_quits and quits >= settings.max_quits:
             self.stop(0)
         elif self.parked:
             self.parked = False
@@ -1534,24 +1600,39 @@ class SinkServer(loop.Waiter):
     # ---- counters (-c, -M, -n)
 
     def show_counters(self):
+        """-c: the line (with counts.lock held: lines of all processes in
+        order)."""
+        counts = self.counts
         self.stdout.write(b"sess=%d quit=%d mesg=%d\r"
-                          % (self.sessions, self.quits, self.messages))
+                          % (counts.sessions, counts.quits, counts.messages))
         self.stdout.flush()
 
     def quit_done(self):
         if self.settings.count:         # as Postfix: -n counts only with -c
-            self.quits += 1
+            counts = self.counts
+            with counts.lock:
+                counts.quits += 1
+
+    @property
+    def message_total(self):
+        return self.counts.total
 
     def message_done(self):
         """A message is complete; False when -M says to stop right now."""
-        settings = self.settings
+        settings, counts = self.settings, self.counts
         if self.stopping:
             return False
-        if settings.count:
-            self.messages += 1
-            self.show_counters()
-        self.message_total += 1
-        if settings.max_messages and self.message_total >= settings.max_messages:
+        limit = settings.max_messages
+        with counts.lock:
+            if limit and counts.total >= limit:     # --procs: another process's
+                total = None                        # message was the last one
+            else:
+                if settings.count:
+                    counts.messages += 1
+                    self.show_counters()
+                counts.total += 1
+                total = counts.total
+        if limit and (total is None or total >= limit):
             self.stop(0)
             return False
         return True
@@ -1580,6 +1661,117 @@ class SinkServer(loop.Waiter):
         self.loop.close()
         if self.stats is not None:
             self.stats.close()
+
+
+# ---------------------------------------------------------- --procs=N
+
+class Group:
+    """What the worker processes of --procs share: the counters (shared
+    memory, made before the fork), and for --verify a pipe on which each
+    worker reports what it checked, so that the parent can count per run
+    -- a duplicate may well arrive at another worker than the original."""
+
+    def __init__(self, settings):
+        names = COUNTER_NAMES + (REPLY_NAMES if settings.reporting else ())
+        self.counts = procs.SharedCounts(names)
+        self.verifier = None            # in a worker: a PipeVerifier
+        self.aggregate = None           # in the parent: the integrity.Verifier
+        self.verify_r = self.verify_w = -1
+        if settings.verify:
+            self.verify_r, self.verify_w = os.pipe()
+            self.verifier = PipeVerifier(self.verify_w)
+            self.aggregate = integrity.Verifier()
+        self.stdout = getattr(sys.stdout, "buffer", sys.stdout)
+        self.group = self               # for Statistics, as on a SinkServer
+
+    def collect(self):
+        """The parent's thread that counts the workers' reports."""
+        lines = os.fdopen(self.verify_r, "rb", buffering=1 << 16)
+        for line in lines:
+            fields = line.split()
+            with self.counts.lock:          # Statistics.line() reads under it
+                if len(fields) == 4:
+                    run, seq, count, intact = fields
+                    self.aggregate.record(run.decode(), int(seq), int(count),
+                                          intact == b"1")
+                else:
+                    self.aggregate.unmarked += 1
+
+
+class PipeVerifier:
+    """--verify in a worker: checks the digest here, and tells the parent,
+    which does the counting (whole lines, written at once: atomic on a
+    pipe)."""
+
+    def __init__(self, fd):
+        self.fd = fd
+
+    def check(self, message):
+        found = integrity.examine(message)
+        if found is None:
+            os.write(self.fd, b"-\n")
+            return None
+        run, seq, count, intact = found
+        os.write(self.fd, b"%s %d %d %d\n" % (run.encode(), seq, count, intact))
+        return "ok" if intact else "corrupt"
+
+
+class GroupView:
+    """The parent's stand-in for a SinkServer, for Statistics.line()."""
+
+    def __init__(self, group, msg):
+        self.group, self.counts, self.msg = group, group.counts, msg
+        self.verifier, self.stdout = group.aggregate, group.stdout
+
+    @property
+    def message_total(self):
+        return self.counts.total
+
+
+def serve_group(settings, listeners, msg, group):
+    """--procs=N: N workers, each a SinkServer on its listener (or all on
+    one), supervised by this process: a worker that dies is replaced;
+    -M/-n end the group at the total; SIGTERM/SIGINT stop every worker.
+    Returns (exit status, signal that stopped the group or None)."""
+    stats = None
+    if settings.reporting:
+        stats = Statistics(GroupView(group, msg), settings)
+
+    def worker(index):
+        if group.verify_r >= 0:
+            os.close(group.verify_r)
+        server = SinkServer(settings, listeners[index % len(listeners)], msg, group)
+        signal.signal(signal.SIGTERM, lambda signum, frame: server.stop(None))
+        signal.signal(signal.SIGINT, lambda signum, frame: server.stop(None))
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)    # the parent's signal
+        try:
+            status = server.serve()
+        finally:
+            server.server_close()
+        if status == 0:                 # -M or -n: the group's total is reached
+            supervisor.request_finish()
+        return 0
+
+    on_signal, tick = {}, 0
+    if stats is not None:
+        on_signal[signal.SIGUSR1] = lambda: stats.write("signal")
+        tick = stats.interval
+    supervisor = procs.Supervisor(settings.procs, worker, msg, tick=tick,
+                                  on_tick=lambda: stats.write("interval"),
+                                  on_signal=on_signal)
+    collector = threading.Thread(target=group.collect, name="verify", daemon=True)
+
+    def started():
+        if group.verify_w >= 0:
+            collector.start()
+    status, stopped_by = supervisor.run(started)
+    if group.verify_w >= 0:
+        os.close(group.verify_w)        # the workers are gone: the collector ends
+        collector.join(5)
+    if stats is not None:
+        stats.write("exit")
+        stats.close()
+    return status, stopped_by
 
 
 def ehlo_reply(settings, hostname, starttls=False):
@@ -1752,6 +1944,9 @@ def parse_options(args, msg):
         usage()
     if settings.single_template is not None and settings.shared_template is not None:
         msg.fatal("use only one of -d or -D, but not both")
+    if settings.maildir is not None and (settings.single_template is not None
+                                         or settings.shared_template is not None):
+        msg.fatal("use only one of -d, -D and --maildir")
     # Which greeting verbs exist: LHLO for LMTP, HELO only without ESMTP.
     if settings.lmtp:
         commands["lhlo"].enabled = True
@@ -1782,6 +1977,14 @@ def apply_long_option(settings, name, value, msg):
         settings.keep_pipelining = True
     elif name == "lmtp-replies":
         settings.lmtp_replies = lmtp_replies(value, msg)
+    elif name == "maildir":
+        if not value:
+            msg.fatal("bad --maildir directory: %s" % value)
+        settings.maildir = value
+    elif name == "procs":
+        if not re.match(r"[0-9]+\Z", value) or not 1 <= int(value) <= MAX_PROCS:
+            msg.fatal("bad --procs value: %s" % value)
+        settings.procs = int(value)
     elif name == "seed":
         if not re.match(r"[+-]?[0-9]+\Z", value):
             msg.fatal("bad --seed value: %s" % value)
@@ -1883,19 +2086,31 @@ def main(argv=None, prog=None):
         if msg.verbose:
             msg.info("name_mask: all")
 
-        # 2. Open the listening socket (as root, if we are root).
-        listener, _ = endpoints.listen(settings.endpoint, settings.backlog, msg,
-                                       settings.family, settings.window)
+        # 2. Open the listening socket (as root, if we are root); --procs:
+        #    one per worker on a TCP port (SO_REUSEPORT spreads the clients).
+        listener, kind = endpoints.listen(settings.endpoint, settings.backlog, msg,
+                                          settings.family, settings.window)
+        listeners = [listener]
+        if settings.procs > 1 and kind == "inet":
+            listeners += endpoints.listen_again(listener, settings.procs - 1,
+                                                settings.backlog, msg, settings.window)
 
         # 3. Give up privileges for good: chroot, groups, gid, uid (after
         #    reading what our extensions need: TLS key, --stats file).
         try:
             prepare_extensions(settings, msg)
             prepare_for_chroot()
+            group = Group(settings) if settings.procs > 1 else None     # shared memory
             privileges.drop(settings.user, settings.root_dir, msg)
         except BaseException:
-            listener.close()
+            for sock in listeners:
+                sock.close()
             raise
+        if settings.procs > 1:
+            status, stopped_by = serve_group(settings, listeners, msg, group)
+            if stopped_by is not None:
+                terminated.append(stopped_by)
+            return status
 
         # 4. Serve until -M or -n says stop.  SIGTERM stops it too, but only
         #    between whole capture records; the process then ends as killed.
@@ -1922,8 +2137,8 @@ def main(argv=None, prog=None):
         if server is not None:
             server.server_close()
         if terminated:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
+            signal.signal(terminated[0], signal.SIG_DFL)
+            os.kill(os.getpid(), terminated[0])
 
 
 if __name__ == "__main__":

@@ -275,6 +275,32 @@ def listen(endpoint, backlog, msg, family=None, window=0):
     return sock, "inet"
 
 
+def listen_again(first, count, backlog, msg, window=0):
+    """count more sockets listening where `first` does (SO_REUSEPORT), so
+    that each worker process has its own and the kernel spreads the
+    connections over them."""
+    sockets = []
+    address = first.getsockname()
+    for _ in range(count):
+        sock = socket.socket(first.family, socket.SOCK_STREAM)
+        sockets.append(sock)
+        try:
+            if first.family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if window:
+                set_window(sock, window)
+            sock.bind(address)
+            sock.listen(backlog)
+        except OSError as err:
+            for made in sockets:
+                made.close()
+            msg.fatal("bind %s port %d: %s" % (address_text(address), address[1],
+                                               strerror(err)))
+    return sockets
+
+
 def _listen_unix(path, backlog, msg):
     if len(os.fsencode(path)) >= UNIX_PATH_MAX:
         msg.fatal("unix-domain name too long: %s" % path)

@@ -47,6 +47,15 @@ def parse(message):
     return run.decode(), int(seq), int(count), digest.decode(), message[match.end():]
 
 
+def examine(message):
+    """(run, seq, count, intact) of a marked message, else None."""
+    found = parse(message)
+    if found is None:
+        return None
+    run, seq, count, digest, rest = found
+    return run, seq, count, hashlib.sha256(rest).hexdigest() == digest
+
+
 class RunCounts:
     """What the sink has seen of one run."""
 
@@ -75,11 +84,14 @@ class Verifier:
     def check(self, message):
         """Check one complete message (dot-unstuffed, CRLF line ends).
         Returns "ok", "corrupt", "duplicate" or None (not marked)."""
-        found = parse(message)
+        found = examine(message)
         if found is None:
             self.unmarked += 1
             return None
-        run, seq, count, digest, rest = found
+        return self.record(*found)
+
+    def record(self, run, seq, count, intact):
+        """Count a message examine()d here or in another process."""
         counts = self.runs.get(run)
         if counts is None:
             counts = self.runs[run] = RunCounts(count)
@@ -87,7 +99,7 @@ class Verifier:
             counts.duplicate += 1
             return "duplicate"
         counts.seen.add(seq)            # it arrived, intact or not
-        if hashlib.sha256(rest).hexdigest() != digest:
+        if not intact:
             counts.corrupt += 1
             return "corrupt"
         counts.ok += 1

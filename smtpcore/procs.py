@@ -16,12 +16,14 @@ and stops them all on request, on SIGTERM/SIGINT, or when a worker asks
 for the whole group to end (-M, -n).
 """
 
+import contextlib
 import mmap
 import multiprocessing
 import os
 import signal
 import struct
 import sys
+import time
 
 _SLOT = struct.Struct("q")
 
@@ -54,6 +56,34 @@ class SharedCounters:
         return {name: self[name] for name in self.names}
 
 
+class LocalCounts:
+    """Named counters of this process only: plain attributes, and a lock
+    that costs nothing (the same interface as SharedCounts)."""
+
+    def __init__(self, names):
+        for name in names:
+            setattr(self, name, 0)
+        self.lock = contextlib.nullcontext()
+
+
+class SharedCounts:
+    """Named counters that forked processes share (SharedCounters, read
+    and written as attributes).  Update them under `with counts.lock:`."""
+
+    def __init__(self, names):
+        object.__setattr__(self, "_shared", SharedCounters(names))
+        object.__setattr__(self, "lock", self._shared.lock)
+
+    def __getattr__(self, name):
+        try:
+            return self._shared[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name, value):
+        self._shared[name] = value
+
+
 class Supervisor:
     """Runs worker(index) in `count` forked processes until stop().
 
@@ -65,26 +95,45 @@ class Supervisor:
     and replaced.
     """
 
-    def __init__(self, count, worker, msg):
+    def __init__(self, count, worker, msg, tick=0, on_tick=None, on_signal=None):
+        """tick/on_tick: call on_tick() every tick seconds; on_signal: a dict
+        signal number -> what to call when the parent gets that signal."""
         self.count, self.worker, self.msg = count, worker, msg
+        self.tick, self.on_tick = tick, on_tick
+        self.on_signal = dict(on_signal or {})
         self.children = {}                  # pid -> index
-        self.finish_status = None
         self.parent = os.getpid()
 
     def request_finish(self):
         """From a worker: end the whole group with status 0 (-M, -n)."""
         os.kill(self.parent, signal.SIGUSR2)
 
-    def run(self):
-        """Start the workers and supervise them; returns (status, signal)."""
+    def run(self, started=None):
+        """Start the workers and supervise them; returns (status, signal).
+        started(): called once the signals are blocked, before the first
+        fork (a thread started there cannot take the group's signals)."""
         wanted = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGUSR2}
+        wanted |= set(self.on_signal)
+        self.wanted = wanted
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
         try:
+            if started is not None:
+                started()
             for index in range(self.count):
                 self._spawn(index, old_mask)
+            due = time.monotonic() + self.tick
             while True:
-                info = signal.sigwaitinfo(wanted)
-                if info.si_signo == signal.SIGCHLD:
+                if self.tick > 0:
+                    info = signal.sigtimedwait(wanted, max(0.0, due - time.monotonic()))
+                    if info is None:
+                        self.on_tick()
+                        due = max(due + self.tick, time.monotonic())
+                        continue
+                else:
+                    info = signal.sigwaitinfo(wanted)
+                if info.si_signo in self.on_signal:
+                    self.on_signal[info.si_signo]()
+                elif info.si_signo == signal.SIGCHLD:
                     self._reap(old_mask)
                     if not self.children:
                         return 0, None
@@ -95,6 +144,10 @@ class Supervisor:
                     self.stop()
                     return None, info.si_signo
         finally:
+            # Late requests from other workers, or late SIGUSR1s, must not
+            # kill us once the signals are unblocked: drop them.
+            for signo in [signal.SIGUSR2] + list(self.on_signal):
+                signal.signal(signo, signal.SIG_IGN)
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
 
     def _spawn(self, index, old_mask):
@@ -104,7 +157,7 @@ class Supervisor:
         if pid == 0:
             status = 1
             try:
-                signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, self.wanted)
                 status = self.worker(index)
             except SystemExit as exit:
                 status = exit.code if isinstance(exit.code, int) else 1

@@ -460,8 +460,8 @@ class UsageTest(SweepBase):
         names = [line.split()[0] for line in lines[1:]]
         self.assertEqual(sorted(name.split("=")[0] for name in names),
                          ["--chunking", "--help", "--keep-pipelining", "--lmtp-replies",
-                          "--seed", "--stats", "--tls", "--tls-cert", "--tls-key",
-                          "--verify"])
+                          "--maildir", "--procs", "--seed", "--stats", "--tls", "--tls-cert",
+                          "--tls-key", "--verify"])
         self.assertTrue(all(len(line) <= 100 for line in lines[1:]))
         ours = run_to_end(self.procs, "ours", PRIVS + ["-c", "--help", "-Z"])
         self.assertEqual(ours.status, 0)            # acted on in getopt's order
