@@ -508,39 +508,12 @@ class Session(loop.Waiter):
     # ---- the conversation (I/O)
 
     def run(self):
-        """The session's life, as the event loop drives it."""
-        sock, timeout, feed = self.sock, self.settings.timeout, self.feed
-        recv, send, monotonic, readable = sock.recv, sock.send, time.monotonic, loop.READABLE
+        """The session's life, as the event loop drives it: the
+        conversation, and how it ends."""
         reason = "disconnect"
         try:
             try:
-                self.execute(self.table[b"connect"], b"connect", b"")
-                yield from self.respond()
-                while True:
-                    self.deadline = monotonic() + timeout
-                    if not (yield readable):
-                        self.msg.warning("read timeout")
-                        reason = None
-                        break
-                    try:
-                        data = recv(RECV_SIZE)
-                    except BlockingIOError:
-                        continue
-                    if not data:
-                        break
-                    feed(data)
-                    out = self.out
-                    if self.pause:
-                        yield from self.respond()
-                    elif out:           # the usual case, without a generator
-                        data = out[0] if len(out) == 1 else b"".join(out)
-                        self.out = []
-                        try:
-                            sent = send(data)
-                        except BlockingIOError:
-                            sent = 0
-                        if sent < len(data):
-                            yield from self.drain(data[sent:])
+                reason = yield from self.converse()
             except SessionEnd as end:
                 reason = end.args[0] if end.args else None
                 yield from self.respond(final=True)
@@ -553,6 +526,38 @@ class Session(loop.Waiter):
             self.close()
         if reason and self.msg.verbose:
             self.msg.info(reason)
+
+    def converse(self):
+        """Greeting, then commands and replies until the client leaves;
+        returns what -v says then (None: nothing)."""
+        sock, timeout, feed = self.sock, self.settings.timeout, self.feed
+        recv, send, monotonic, readable = sock.recv, sock.send, time.monotonic, loop.READABLE
+        self.execute(self.table[b"connect"], b"connect", b"")
+        yield from self.respond()
+        while True:
+            self.deadline = monotonic() + timeout
+            if not (yield readable):
+                self.msg.warning("read timeout")
+                return None
+            try:
+                data = recv(RECV_SIZE)
+            except BlockingIOError:
+                continue
+            if not data:
+                return "disconnect"
+            feed(data)
+            out = self.out
+            if self.pause:
+                yield from self.respond()
+            elif out:                   # the usual case, without a generator
+                data = out[0] if len(out) == 1 else b"".join(out)
+                self.out = []
+                try:
+                    sent = send(data)
+                except BlockingIOError:
+                    sent = 0
+                if sent < len(data):
+                    yield from self.drain(data[sent:])
 
     def respond(self, final=False):
         """Send the replies; carry out pauses and what comes after them."""
@@ -949,33 +954,14 @@ class ExtendedSession(Session):
 
     # ---- the conversation (I/O)
 
-    def run(self):
-        """The session's life, as the event loop drives it."""
-        reason = "disconnect"
-        try:
-            try:
-                if self.settings.tls_implicit and not (yield from self.handshake()):
-                    reason = None
-                else:
-                    self.execute(self.table[b"connect"], b"connect", b"")
-                    reason = yield from self.converse()
-            except SessionEnd as end:
-                reason = end.args[0] if end.args else None
-                yield from self.respond(final=True)
-        except WriteTimeout:
-            self.msg.warning("write timeout")
-            reason = None
-        except OSError:
-            reason = "disconnect"       # reset by the client: silent, as Postfix
-        finally:
-            self.close()
-        if reason and self.msg.verbose:
-            self.msg.info(reason)
-
     def converse(self):
-        """Replies and commands until the client leaves; returns what -v
-        says then.  STARTTLS: its 220 goes out, the input not yet parsed is
-        dropped, and the session starts over on TLS (RFC 3207 4.2)."""
+        """(Implicit TLS first,) the greeting, then replies and commands
+        until the client leaves; returns what -v says then.  STARTTLS: its
+        220 goes out, the input not yet parsed is dropped, and the session
+        starts over on TLS (RFC 3207 4.2)."""
+        if self.settings.tls_implicit and not (yield from self.handshake()):
+            return None
+        self.execute(self.table[b"connect"], b"connect", b"")
         timeout, monotonic, stats = self.settings.timeout, time.monotonic, self.stats
         while True:
             try:
