@@ -14,7 +14,8 @@ DESCRIPTION
     lines and scripts written for that program work unchanged.
 
     Each connection goes through the same steps, one command at a time,
-    always waiting for the reply before going on (there is no pipelining):
+    always waiting for the reply before going on (no pipelining, unless
+    --pipelining is given; see EXTENSIONS):
 
         greeting    wait for the server's 2xx greeting
         HELO        "HELO myhostname" (LHLO with -L, nothing with -o)
@@ -57,6 +58,9 @@ OPTIONS
                 rejected MAIL, a rejected DATA, or the rejection of all
                 recipients is followed by RSET; a rejected end of data
                 still counts as sent.  Then the next message, or QUIT.
+                A 421 or 521 reply to anything but the greeting ends the
+                connection at once, without RSET or QUIT, and the next
+                message goes over a new one.
     -c          Show a running count of messages on stdout, each number
                 followed by a carriage return, as soon as a message's final
                 "." is sent; a newline ends the count at a normal exit.
@@ -106,6 +110,126 @@ OPTIONS
     Numbers are read the way C's atoi() reads them ("5x" is 5); a count,
     length or interval must be positive.
 
+EXTENSIONS
+    Long options add what Postfix's tool does not have.  Without them the
+    program sends, prints and returns exactly what Postfix's does, so any
+    command line written for that tool means the same here; an unknown
+    long option is still getopt(3)'s "invalid option -- '-'" and the usage.
+    A long option's value follows "=" or is the next argument.
+
+    --help      Print the usage, with these options, on stdout; exit 0.
+    --report=text|json
+                At the end (also after a fatal error), write a report on
+                stdout: elapsed time, sessions, messages, recipients, bytes
+                and their rates, the latency of each phase, replies by code
+                and errors by kind.  "text" is a table with a histogram of
+                the message latency; "json" is one JSON object (see REPORT).
+    --rate=N[/s|/m]
+                Open-loop sending: message k of the run (k = 0, 1, ...) is
+                due N per second (or, with /m, per minute) after the start,
+                at start + k/N, whichever session carries it; a session
+                that is ready early waits, one that is late sends at once.
+                The report then also measures each message from the time
+                it was due ("response"), so that a slow server cannot hide
+                its backlog (no coordinated omission).  The sessions (-s)
+                bound how many messages are under way at once.
+    --integrity Put "X-Smtp-Integrity: run=<id>; seq=<n>; count=<m>;
+                sha256=<digest>" first in each message (smtpcore/integrity.py):
+                a random id for the run, the message's number 0..m-1
+                (m = -m), and the SHA-256 of the rest of the message as
+                meant (CRLF line ends, before dot-stuffing).  smtp-sink
+                --verify counts what arrives ok, corrupt, twice or never.
+    --ehlo      EHLO instead of HELO (with -L, LHLO as always), and note the
+                extensions the server announces.  If the server rejects
+                EHLO with 5xx, HELO follows (RFC 5321).
+    --pipelining
+                Where the server announces PIPELINING (RFC 2920), send MAIL,
+                every RCPT and DATA in one write, then read the replies in
+                order (with --bdat: MAIL and RCPTs, then the BDAT commands
+                in one write).  Without the announcement, one at a time.
+    --starttls  After EHLO, STARTTLS (RFC 3207), the TLS handshake and EHLO
+                again.  Fatal if the server does not announce STARTTLS or
+                refuses it (with -A a warning, and the session goes on in
+                clear).  Not with -o, nor with --tls.
+    --tls       TLS from the start of each connection (implicit TLS, as on
+                port 465), before the greeting.  With --tls and --starttls
+                the endpoint's host name, unless it is an address, goes in
+                the handshake (SNI).
+    --tls-verify
+                Check the server's certificate and its name (the host of
+                the endpoint; over a UNIX socket only the certificate).
+                Off by default: this is a test tool, and test servers use
+                self-signed certificates.
+    --tls-ca=FILE
+                Trust the CA certificates in FILE (PEM) instead of the
+                system's; implies --tls-verify.
+    --bdat=SIZE Where the server announces CHUNKING (RFC 3030), send the
+                message with BDAT in chunks of SIZE bytes, the last one as
+                "BDAT n LAST", not dot-stuffed; else with DATA.
+    --size      Where the server announces SIZE (RFC 1870), add SIZE=<bytes>
+                (the message's size before dot-stuffing) to MAIL FROM.
+
+    --pipelining, --starttls, --bdat and --size imply --ehlo.  With -o no
+    EHLO is sent, no extension is known, and each of them falls back.  With
+    any of --ehlo, --pipelining, --starttls, --tls, --bdat, --size and
+    --integrity, a message is made when its transaction starts (so the
+    count in its Message-Id is the one at MAIL, not at "."), and a line of
+    -S or -F that starts with "." is always dot-stuffed.  A TLS handshake
+    may take at most 300 seconds, like any read or write.
+
+REPORT
+    The latency of a reply runs from the start of the write that sent its
+    command to the moment the reply has been read in full, on the client's
+    clock (time.monotonic_ns), so it holds the server's time, the
+    network's, and any time the client took to get round to the reply.
+    With --pipelining every reply of a group is timed from the write of
+    the whole group.  Phases:
+
+        connect     socket() to connected (successful attempts only)
+        tls         the TLS handshake (--tls, or after STARTTLS)
+        greeting    connected (with --tls: handshake done) to the greeting
+        helo        HELO, EHLO or LHLO
+        starttls    the STARTTLS command and its 220
+        mail, rcpt, data, rset, quit
+                    the command and its reply (rcpt: each recipient)
+        bdat        a BDAT chunk other than the last
+        dot         end of data: the message and "." (or the last BDAT
+                    chunk) to its reply (LMTP: each reply)
+        message     service time of a message: MAIL to end-of-data reply
+        response    with --rate: from the time the message was due to its
+                    end-of-data reply (includes any wait for a session,
+                    connecting and the greeting)
+
+    Percentiles come from a log-linear histogram of fixed size per phase
+    (smtpcore/latency.py): within 0.4 % of the true value; min and max are
+    exact.  The JSON object has these keys, always, in this order:
+
+        schema          1 (changes only if a key changes meaning)
+        status          the exit status (0, or 1 after a fatal error)
+        elapsed         seconds from the first connection attempt to the end
+        sessions        connections established
+        messages        messages accepted (2xx after "."; LMTP: any 2xx)
+        messages_sent   messages whose content was sent in full
+        recipients      recipients that got a message (accepted RCPTs of
+                        accepted messages; LMTP: 2xx replies after ".")
+        bytes           message bytes sent after DATA (as on the wire,
+                        dot-stuffing and "." included) or in BDAT chunks
+        messages_per_second, recipients_per_second, mb_per_second
+                        messages, recipients and bytes/10**6 per elapsed second
+        rate            the --rate target in messages per second, or null
+        latency_ms      {phase: {"count", "min", "p50", "p90", "p99", "max"}}
+                        for every phase above, in milliseconds (floats;
+                        null when count is 0)
+        replies         {"250": count, ...}: every reply read, by code
+                        ("000" for a line without one)
+        errors          {kind: count} for every kind: connect (a failed
+                        connection attempt), lost, timeout, tls (handshake
+                        failed, or STARTTLS not announced), and
+                        rejected_greeting, rejected_helo, rejected_starttls,
+                        rejected_mail, rejected_rcpt, rejected_data,
+                        rejected_bdat, rejected_dot, rejected_rset
+        integrity       {"run": id, "count": m} with --integrity, else null
+
 EXIT STATUS
     0 when all messages were handled, 1 after a fatal error (bad arguments,
     connection refused or lost, an unexpected reply without -A).
@@ -114,6 +238,9 @@ EXAMPLES
     smtp_source.py -s 20 -m 10000 -d 127.0.0.1:2525
     smtp_source.py -c -L -r 3 -M client.example unix:/tmp/lmtp.sock
     smtp_source.py -F message.eml -t postmaster@example.com mx.example.com
+    smtp_source.py -s 20 -m 20000 -d --report=json 127.0.0.1:2525
+    smtp_source.py -s 50 -m 30000 -d --rate=500/s --report=text 127.0.0.1:2525
+    smtp_source.py --starttls --pipelining --bdat=65536 --integrity mx.example.com
 
 SEE ALSO
     smtp_sink.py, the server counterpart; Postfix's smtp-source(1).
@@ -121,16 +248,21 @@ SEE ALSO
 
 import collections
 import errno
+import json
 import os
 import random
+import re
 import socket
 import struct
 import sys
 import time
 
-from smtpcore import dump, endpoints, messages, options, replies
+from smtpcore import dump, endpoints, integrity, messages, options, replies
+from smtpcore.latency import Histogram, bar_chart
 from smtpcore.loop import PARKED, READABLE, WRITABLE, Loop, Waiter
 from smtpcore.replies import printable
+
+monotonic_ns = time.monotonic_ns        # (a global name: the --report hot path)
 
 # ----------------------------------------------------------------- constants
 
@@ -139,9 +271,33 @@ OPTSTRING = "+46AcC:df:F:l:Lm:M:Nor:R:s:S:t:T:vw:"
 USAGE = ("usage: %s -cdLNov -s sess -l msglen -m msgs -C count -M myhostname "
          "-f from -t to -r rcptcount -R delay -w delay host[:port]")
 
+# Our extensions: long options only (see EXTENSIONS), with their --help lines.
+LONG_OPTIONS = ("help", "report=", "rate=", "integrity", "ehlo", "pipelining",
+                "starttls", "tls", "tls-verify", "tls-ca=", "bdat=", "size")
+LONG_HELP = (
+    ("--help", "show this help on stdout and exit"),
+    ("--report=text|json", "at the end, a report on stdout (rates, latency per phase, "
+                           "replies, errors)"),
+    ("--rate=N[/s|/m]", "open loop: message k is due at start + k/N (per second or "
+                        "minute)"),
+    ("--integrity", "X-Smtp-Integrity: line (run id, seq, count, sha256) first in "
+                    "each message"),
+    ("--ehlo", "EHLO instead of HELO; note the server's extensions"),
+    ("--pipelining", "MAIL, RCPTs and DATA in one write if PIPELINING is announced"),
+    ("--starttls", "STARTTLS after EHLO, then EHLO again"),
+    ("--tls", "TLS from the start of the connection (implicit TLS)"),
+    ("--tls-verify", "check the server's certificate and name (default: no checks)"),
+    ("--tls-ca=FILE", "trust the CA certificates in FILE (implies --tls-verify)"),
+    ("--bdat=SIZE", "BDAT in chunks of SIZE bytes if CHUNKING is announced"),
+    ("--size", "SIZE=<bytes> in MAIL FROM if SIZE is announced"),
+)
+RATE_VALUE = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:/([sm]))?\Z")
+
 DEFAULT_SERVICE = "smtp"        # port 25
 TIMEOUT = 300                   # seconds for any one read or write (Postfix's)
 RETRY_PAUSE = 0.00001           # between connect tries (-C): Postfix's usleep(10)
+PIPELINE_WINDOW = 100           # commands per pipelined write (RFC 2920 5: the
+                                # client must not block while the server does)
 
 LA_DE_DA = (b"La de da de da 1.\r\nLa de da de da 2.\r\n"
             b"La de da de da 3.\r\nLa de da de da 4.\r\n")
@@ -156,12 +312,34 @@ STREAM_BUFSIZE = 4096           # VSTREAM_BUFSIZE
 STREAM_SETUP = "smtp_stream_setup: maxtime=%d enable_deadline=0 min_data_rate=0" \
     % TIMEOUT
 
-# What the message says when the connection goes away at each stage.
-GREETING_STAGE = "reading server greeting"
-SENDER_STAGE = "sending sender"
-RECIPIENT_STAGE = "sending recipient"
-DATA_STAGE = "sending DATA command"
-MESSAGE_STAGE = "sending message"      # also RSET and QUIT
+
+# The phases of a session that --report times (see REPORT).
+PHASES = ("connect", "tls", "greeting", "helo", "starttls", "mail", "rcpt", "data",
+          "bdat", "dot", "rset", "quit", "message", "response")
+
+
+class Stage(str):
+    """What a message says when the connection goes away at a stage
+    ("lost connection while sending recipient"), and the phase of the
+    --report that a reply read at that stage belongs to."""
+
+    def __new__(cls, text, phase):
+        stage = super().__new__(cls, text)
+        stage.phase = phase
+        stage.index = PHASES.index(phase)       # see Report
+        return stage
+
+
+GREETING_STAGE = Stage("reading server greeting", "greeting")
+SENDER_STAGE = Stage("sending sender", "mail")
+RECIPIENT_STAGE = Stage("sending recipient", "rcpt")
+DATA_STAGE = Stage("sending DATA command", "data")
+MESSAGE_STAGE = Stage("sending message", "dot")
+RSET_STAGE = Stage("sending message", "rset")       # Postfix says the same
+QUIT_STAGE = Stage("sending message", "quit")
+STARTTLS_STAGE = Stage("sending STARTTLS", "starttls")
+HANDSHAKE_STAGE = Stage("performing the TLS handshake", "tls")
+BDAT_STAGE = Stage("sending BDAT", "bdat")
 
 
 # ------------------------------------------------------------------ messages
@@ -169,39 +347,52 @@ MESSAGE_STAGE = "sending message"      # also RSET and QUIT
 class Content:
     """The bytes of each message: made once, with only the Message-Id's
     descriptor and count (and the date, taken at the first message) left to
-    fill in."""
+    fill in.  message() is what follows the 354 reply, as Postfix sends it;
+    raw() is the message as meant (extensions: for --integrity, BDAT, SIZE),
+    not dot-stuffed and without the final "."."""
 
     def __init__(self, opts, pid):
         self.opts = opts
         self.pid = pid
         self.body = make_body(opts)
+        raw_body = make_body(opts, stuffed=False)
         self.head = None
         if not opts.send_headers:
             self.fixed = self.body + END_OF_DATA
+            self.raw_fixed = raw_body
         else:
             self.fixed = None
-            self.tail = b"@" + opts.myhostname + b">\r\n"
+            tail = b"@" + opts.myhostname + b">\r\n"
             if opts.subject is not None:
-                self.tail += b"Subject: " + opts.subject + b"\r\n"
-            self.tail += b"\r\n" + self.body + END_OF_DATA
+                tail += b"Subject: " + opts.subject + b"\r\n"
+            self.tail = tail + b"\r\n" + self.body + END_OF_DATA
+            self.raw_tail = tail + b"\r\n" + raw_body
 
     def message(self, fd, remaining):
         """Everything that follows the 354 reply, final "." included."""
         if self.fixed is not None:
             return self.fixed
+        return self._with_headers(fd, remaining, self.tail)
+
+    def raw(self, fd, remaining):
+        """The message with CRLF line ends, before dot-stuffing, no "."."""
+        if self.fixed is not None:
+            return self.raw_fixed
+        return self._with_headers(fd, remaining, self.raw_tail)
+
+    def _with_headers(self, fd, remaining, tail):
         if self.head is None:       # Postfix dates all messages alike
             opts = self.opts
             self.head = (b"From: <" + opts.sender + b">\r\nTo: <" + opts.recipient
                          + b">\r\nDate: " + dump.mail_date(time.time()).encode()
                          + b"\r\nMessage-Id: <" + b"%04x." % self.pid)
-        return b"".join((self.head, b"%04x.%04x" % (fd, remaining & 0xFFFFFFFF),
-                         self.tail))
+        return b"".join((self.head, b"%04x.%04x" % (fd, remaining & 0xFFFFFFFF), tail))
 
 
-def make_body(opts):
+def make_body(opts, stuffed=True):
     """The body and its last CRLF: -F file, -l pattern or La de da."""
     if opts.file_data:
-        return opts.file_data + b"\r\n"
+        return (opts.file_data if stuffed else opts.file_text) + b"\r\n"
     if opts.length > 0:
         return length_body(opts.length) + b"\r\n"
     return LA_DE_DA
@@ -217,15 +408,26 @@ def length_body(length):
     return b"".join(lines) + b"X" * rest
 
 
-def file_body(data):
-    """-F: lines with CRLF, dot-stuffed (the final CRLF comes later)."""
+def file_body(data, stuff=True):
+    """-F: lines with CRLF, dot-stuffed unless told not to (the final CRLF
+    comes later)."""
     if not data:
         return b""
     lines = data.split(b"\n")
     if data.endswith(b"\n"):
         del lines[-1]
+    if not stuff:
+        return b"\r\n".join(lines) + b"\r\n"
     return b"\r\n".join(b"." + line if line.startswith(b".") else line
                         for line in lines) + b"\r\n"
+
+
+def dot_stuff(data):
+    """A "." more in front of every line that starts with "." (RFC 5321
+    4.5.2)."""
+    if data.startswith(b"."):
+        data = b"." + data
+    return data.replace(b"\n.", b"\n..") if b"\n." in data else data
 
 
 def write_stdout(data):
@@ -244,7 +446,8 @@ def write_stdout(data):
 
 class Run:
     """What all sessions share: options, the message budget, counters, the
-    queue of connection attempts, the commands (made once)."""
+    queue of connection attempts, the commands (made once), and what the
+    extensions need (report, schedule, TLS context, integrity run id)."""
 
     def __init__(self, opts, msg, content):
         self.opts = opts
@@ -258,15 +461,27 @@ class Run:
         self.sockets = set()
         self.helo_verb = "LHLO" if opts.lmtp else "HELO"
         self.helo = self.helo_verb.encode() + b" " + opts.myhostname
+        self.helo_stage = Stage("sending " + self.helo_verb, "helo")
+        self.ehlo_verb = "LHLO" if opts.lmtp else "EHLO"
+        self.ehlo = self.ehlo_verb.encode() + b" " + opts.myhostname
+        self.ehlo_stage = Stage("sending " + self.ehlo_verb, "helo")
         self.mail = b"MAIL FROM:<" + opts.sender + b">"
         self.rcpts = [b"RCPT TO:<" + address + b">" for address in
                       recipient_addresses(opts.recipient, opts.recipients)]
+        self.report = Report(opts) if opts.report else None
+        self.run_id = integrity.new_run_id() if opts.integrity else None
+        self.tls_context = None             # main() makes it for --tls/--starttls
+        self.tls_hostname = None
+        self.start_ns = 0                   # set just before the first session
+        self.interval_ns = int(1e9 / opts.rate) if opts.rate else 0
 
-    def take_message(self):
-        """Claim one message of the budget; False when none is left."""
+    def claim(self):
+        """Claim one message of the budget: its number in the run (0, 1,
+        ...), or None when none is left (the count goes on down, as in
+        Postfix: it shows in the Message-Id)."""
         left = self.remaining
         self.remaining = left - 1
-        return left > 0
+        return self.opts.messages - left if left > 0 else None
 
     def rcpt_command(self, index):
         """The index-th RCPT command of a message.  -N numbers are taken as
@@ -276,6 +491,14 @@ class Run:
             self.next_number = number + 1
             return b"RCPT TO:<%d" % number + self.opts.recipient + b">"
         return self.rcpts[index]
+
+    def outgoing(self, session):
+        """Extensions: the session's next message as meant -- CRLF line
+        ends, not dot-stuffed, no final "." -- after the --integrity line."""
+        raw = self.content.raw(session.fd, self.remaining)
+        if self.run_id is not None:
+            raw = integrity.header(self.run_id, session.seq, self.opts.messages, raw) + raw
+        return raw
 
     def message_sent(self):
         """-c: show the running count."""
@@ -302,14 +525,32 @@ def recipient_addresses(recipient, count):
     return [b"%d" % left + recipient for left in range(count, 1, -1)] + [recipient]
 
 
+def extensions_of(reply):
+    """{KEYWORD: parameters} from an EHLO/LHLO reply (its first line is the
+    server's name)."""
+    found = {}
+    for raw in reply.lines[1:]:
+        _, _, text = replies.split_line(replies.clean_line(raw))
+        keyword, _, params = text.partition(b" ")
+        if keyword:
+            found[keyword.decode("ascii", "replace").upper()] = params.strip()
+    return found
+
+
 # ------------------------------------------------------------------ sessions
 
 class Session(Waiter):
     """One session: a connection at a time, carrying messages from the
     shared budget until none are left.  Each step sends one thing, yields
-    to the loop until the reply is there, and checks it."""
+    to the loop until the reply is there, and checks it.
 
-    def __init__(self, run):
+    A transaction returns the number of recipients that got the message.
+    With --report, the report wraps the session's send() and reply() once,
+    at its start (see Report.instrument): the time from a write to each
+    reply is the latency of the reply's stage's phase.  Without --report
+    nothing is timed or counted."""
+
+    def __init__(self, run, seq=0):
         self.run = run
         self.opts = run.opts
         self.msg = run.msg
@@ -319,6 +560,15 @@ class Session(Waiter):
         self.fd = -1
         self.buffer_size = STREAM_BUFSIZE
         self.connect_tries = self.opts.connect_count
+        self.seq = seq                  # the number of the message claimed
+        self.due = None                 # --rate: when it is due (monotonic ns)
+        self.sent_size = 0              # --report: bytes of the last message sent
+        self.sent_ns = 0                # --report: when the last write began
+        self.report = run.report
+        self.samples = None             # --report: where latencies go,
+        self.code_log = None            # and reply codes
+        if run.report is not None:
+            run.report.instrument(self)
         self.steps = self.serve()
 
     def serve(self):
@@ -327,36 +577,72 @@ class Session(Waiter):
         another session took the last message), it is dropped without QUIT,
         as Postfix drops it."""
         run, opts = self.run, self.opts
+        pace = self.pace if run.interval_ns else None
+        report = run.report
         try:
             while True:
-                if self.sock is None:
-                    yield from self.connect()
-                    yield from self.greeting()
-                    if opts.send_helo:
-                        yield from self.helo()
-                yield from self.transaction()
-                if opts.disconnect or run.remaining < 1:
-                    yield from self.quit()
+                if pace is not None:
+                    yield from pace()
+                started = None
+                try:
+                    if self.sock is None:
+                        yield from self.open()
+                    if report is None:
+                        yield from self.transaction()
+                    else:
+                        started = time.monotonic_ns()
+                        delivered = yield from self.transaction()
+                        report.transaction_done(self, started, delivered)
+                except ServerClosing:
+                    self.close()
+                    if started is not None:
+                        report.transaction_done(self, started, 0)
+                else:
+                    if opts.disconnect or run.remaining < 1:
+                        yield from self.quit()
                 delay = run.delay()
                 if delay > 0:
                     yield delay
-                if not run.take_message():
+                seq = run.claim()
+                if seq is None:
                     return
+                self.seq = seq
         finally:
             self.close()
+
+    def open(self):
+        """A new connection: connect, greeting, HELO."""
+        yield from self.connect()
+        yield from self.greeting()
+        if self.opts.send_helo:
+            yield from self.helo()
 
     def transaction(self):
         """MAIL, RCPT..., DATA, message; RSET instead when it went wrong."""
         if not (yield from self.mail()):
-            return (yield from self.rset())
+            yield from self.rset()
+            return 0
         accepted = 0
         for index in range(self.opts.recipients):
             accepted += yield from self.rcpt(self.run.rcpt_command(index))
         if not accepted:
-            return (yield from self.rset())
+            yield from self.rset()
+            return 0
         if not (yield from self.data()):
-            return (yield from self.rset())
-        yield from self.dot(self.opts.recipients)
+            yield from self.rset()
+            return 0
+        run = self.run
+        good = yield from self.end_of_data(run.content.message(self.fd, run.remaining),
+                                           self.opts.recipients)
+        return good if self.opts.lmtp else accepted * good
+
+    def pace(self):
+        """--rate: wait until this message is due (start + seq/rate)."""
+        run = self.run
+        self.due = due = run.start_ns + self.seq * run.interval_ns
+        wait = due - time.monotonic_ns()
+        if wait > 0:
+            yield wait / 1e9
 
     # ---- the steps
 
@@ -402,6 +688,8 @@ class Session(Waiter):
             self.close()
             self.connect_tries -= 1
             text = "connect: %s" % os.strerror(error)
+            if run.report is not None:
+                run.report.error("connect")
             if self.connect_tries <= 0:
                 self.msg.fatal(text)
             self.msg.warning(text)
@@ -430,17 +718,18 @@ class Session(Waiter):
     def greeting(self):
         yield self.reply_wait()
         reply = self.reply(GREETING_STAGE)
-        self.check(reply.code // 100 == 2, reply, "rejected at server banner")
+        return self.check(reply.code // 100 == 2, reply, GREETING_COMPLAINT)
 
     def helo(self):
-        verb = self.run.helo_verb
-        self.command(self.run.helo, "sending " + verb)
+        run = self.run
+        self.command(run.helo, run.helo_stage)
         yield self.reply_wait()
-        reply = self.reply("sending " + verb)
-        self.check(reply.code // 100 == 2, reply, verb + " rejected")
+        reply = self.reply(run.helo_stage)
+        return self.check(reply.code // 100 == 2, reply, run.helo_verb + " rejected")
 
-    def mail(self):
-        self.command(self.run.mail, SENDER_STAGE)
+    def mail(self, command=None):
+        """MAIL FROM (command: with parameters such as SIZE=)."""
+        self.command(command or self.run.mail, SENDER_STAGE)
         yield self.reply_wait()
         reply = self.reply(SENDER_STAGE)
         return self.check(reply.code // 100 == 2, reply, "sender rejected")
@@ -457,39 +746,42 @@ class Session(Waiter):
         reply = self.reply(DATA_STAGE)
         return self.check(reply.code == 354, reply, "data rejected")   # no other 3xx
 
-    def dot(self, recipients):
+    def end_of_data(self, content, recipients):
         """The message and its ".", in one write; then its reply (LMTP: one
-        per recipient sent, accepted or not, as Postfix counts them)."""
+        per recipient sent, accepted or not, as Postfix counts them).
+        Returns how many of those replies were good."""
         run = self.run
-        content = run.content.message(self.fd, run.remaining)
         if self.verbose:
             self.msg.info(".")
         self.send(content, MESSAGE_STAGE,
                   "smtp_fputs" if len(content) > self.buffer_size else "smtp_flush")
+        self.sent_size = len(content)
         if self.opts.count:
             run.message_sent()
+        good = 0
         for _ in range(recipients if self.opts.lmtp else 1):
             yield self.reply_wait()
             reply = self.reply(MESSAGE_STAGE)
-            self.check(reply.code // 100 == 2, reply, "end of data rejected")
+            good += self.check(reply.code // 100 == 2, reply, "end of data rejected")
+        return good
 
     def rset(self):
-        self.command(b"RSET", MESSAGE_STAGE)
+        self.command(b"RSET", RSET_STAGE)
         yield self.reply_wait()
-        reply = self.reply(MESSAGE_STAGE)
-        self.check(reply.code // 100 == 2, reply, "rset rejected")
+        reply = self.reply(RSET_STAGE)
+        return self.check(reply.code // 100 == 2, reply, "rset rejected")
 
     def quit(self):
-        self.command(b"QUIT", MESSAGE_STAGE)
+        self.command(b"QUIT", QUIT_STAGE)
         yield self.reply_wait()
-        self.reply(MESSAGE_STAGE)                   # whatever it says
+        self.reply(QUIT_STAGE)                      # whatever it says
         self.close()
 
     # ---- helpers
 
     def reply_wait(self):
         """What to wait for before reading a reply: nothing when it came
-        along with an earlier one (LMTP), else input."""
+        along with an earlier one (LMTP, pipelining), else input."""
         return None if self.reader.buffer else READABLE
 
     def command(self, line, stage):
@@ -514,20 +806,54 @@ class Session(Waiter):
     def show_line(self, line):
         self.msg.info("<<< " + line)
 
+    # With --report, these two replace send() and reply() (Report.instrument)
+
+    def timed_send(self, data, stage, where):
+        """send(), noting when the write began."""
+        self.sent_ns = monotonic_ns()
+        try:
+            self.sock.sendall(data)
+        except OSError as err:
+            self.lost(stage, where, err)
+
+    def timed_reply(self, stage):
+        """reply(), filing the time since the last write began under the
+        stage's phase, and counting the reply's code."""
+        try:
+            answer = self.reader.read(self.show_line if self.verbose else None)
+        except (OSError, replies.Lost) as err:
+            self.lost(stage, "smtp_get", err)
+        self.samples[stage.index](monotonic_ns() - self.sent_ns)
+        self.code_log(answer.code)
+        return answer
+
     def check(self, good, reply, complaint):
-        """Go on if the reply is good; if not: fatal, or with -A a warning."""
+        """Go on if the reply is good; if not: fatal, or with -A a warning
+        (and after 421 or 521, except in the greeting, the end of the
+        connection, as in Postfix: see ServerClosing)."""
         if good:
             return True
-        text = "%s: %s" % (complaint, reply)
+        self.complain("%s: %s" % (complaint, reply), REJECTIONS.get(complaint))
+        if reply.code in CLOSING_CODES and complaint != GREETING_COMPLAINT:
+            raise ServerClosing()
+        return False
+
+    def complain(self, text, kind):
+        """Something went wrong: fatal, or with -A a warning (and counted
+        as kind in the --report)."""
+        if self.run.report is not None and kind is not None:
+            self.run.report.error(kind)
         if not self.opts.allow_reject:
             self.msg.fatal(text)
         self.msg.warning(text)
-        return False
 
     def lost(self, stage, where, err):
-        # SO_RCVTIMEO/SO_SNDTIMEO expiring shows as EAGAIN.
-        timed_out = isinstance(err, OSError) and err.errno in (errno.EAGAIN,
-                                                               errno.EWOULDBLOCK)
+        # SO_RCVTIMEO/SO_SNDTIMEO expiring shows as EAGAIN (with TLS, as
+        # "want read/write" from a blocking socket).
+        timed_out = isinstance(err, OSError) and (
+            err.errno in (errno.EAGAIN, errno.EWOULDBLOCK) or is_tls_want(err))
+        if self.run.report is not None:
+            self.run.report.error("timeout" if timed_out else "lost")
         if self.verbose:
             self.msg.info("%s: %s" % (where, "timeout" if timed_out else "EOF"))
         self.msg.fatal("%s while %s" % ("timeout" if timed_out else "lost connection",
@@ -544,6 +870,482 @@ class Session(Waiter):
         sock.close()
 
 
+class ServerClosing(Exception):
+    """With -A, a 421 or 521 reply (RFC 5321 3.8, RFC 7504: the server is
+    going away or takes no mail): the session drops the connection at once,
+    without RSET or QUIT, and goes on with its next message on a new one."""
+
+
+CLOSING_CODES = (421, 521)
+GREETING_COMPLAINT = "rejected at server banner"     # no such rule for the greeting
+
+# What check() counts a rejection as, in the --report, by its complaint.
+REJECTIONS = {
+    "rejected at server banner": "rejected_greeting",
+    "HELO rejected": "rejected_helo", "EHLO rejected": "rejected_helo",
+    "LHLO rejected": "rejected_helo", "STARTTLS rejected": "rejected_starttls",
+    "sender rejected": "rejected_mail", "recipient rejected": "rejected_rcpt",
+    "data rejected": "rejected_data", "BDAT rejected": "rejected_bdat",
+    "end of data rejected": "rejected_dot", "rset rejected": "rejected_rset",
+}
+
+
+def is_tls_want(err):
+    """A blocking TLS socket whose SO_RCVTIMEO/SO_SNDTIMEO expired."""
+    ssl = sys.modules.get("ssl")
+    return ssl is not None and isinstance(err, (ssl.SSLWantReadError,
+                                                ssl.SSLWantWriteError))
+
+
+class ExtendedSession(Session):
+    """A session with our extensions: TLS (implicit or STARTTLS), EHLO and
+    the server's extensions, pipelining, BDAT, SIZE, the --integrity line.
+    The same chain of steps, with more of them; which ones a connection
+    uses is decided once, from the options and what the server announced."""
+
+    def __init__(self, run, seq=0):
+        self.extensions = {}
+        self.pipelining = self.chunking = self.size_param = False
+        super().__init__(run, seq)
+
+    def open(self):
+        """connect, [TLS], greeting, EHLO, [STARTTLS, TLS, EHLO]."""
+        opts = self.opts
+        yield from self.connect()
+        if opts.tls:
+            yield from self.implicit_tls()
+        yield from self.greeting()
+        self.extensions = {}
+        if not opts.send_helo:
+            pass
+        elif not opts.ehlo:
+            yield from self.helo()
+        else:
+            yield from self.hello()
+            if opts.starttls and (yield from self.starttls()):
+                yield from self.hello()
+        ext = self.extensions
+        self.pipelining = opts.pipelining and "PIPELINING" in ext
+        self.chunking = opts.bdat > 0 and "CHUNKING" in ext
+        self.size_param = opts.size and "SIZE" in ext
+
+    def hello(self):
+        """EHLO (LHLO), or HELO after all when EHLO is refused with 5xx."""
+        if (yield from self.ehlo()):
+            yield from self.helo()
+
+    def ehlo(self):
+        """EHLO or LHLO; note the extensions.  True: fall back to HELO."""
+        run = self.run
+        verb = run.ehlo_verb
+        self.command(run.ehlo, run.ehlo_stage)
+        yield self.reply_wait()
+        reply = self.reply(run.ehlo_stage)
+        if reply.code // 100 == 2:
+            self.extensions = extensions_of(reply)
+            return False
+        if reply.code // 100 == 5 and reply.code != 521 and not self.opts.lmtp:
+            return True                             # RFC 5321 3.2
+        self.check(False, reply, verb + " rejected")
+        return False
+
+    def starttls(self):
+        """STARTTLS and the handshake (RFC 3207); True when TLS is up."""
+        if "STARTTLS" not in self.extensions:
+            self.complain("server does not announce STARTTLS", "tls")
+            return False
+        self.command(b"STARTTLS", STARTTLS_STAGE)
+        yield self.reply_wait()
+        reply = self.reply(STARTTLS_STAGE)
+        if not self.check(reply.code == 220, reply, "STARTTLS rejected"):
+            return False
+        if self.reader.buffer:
+            # Bytes after the 220 came in clear: they must not be taken
+            # for replies on the protected channel (CVE-2011-0411 style).
+            self.msg.fatal("unexpected data after the STARTTLS reply")
+        yield from self.tls_handshake()
+        self.extensions = {}
+        return True
+
+    def implicit_tls(self):
+        """--tls: the handshake before the greeting."""
+        yield from self.tls_handshake()
+
+    def tls_handshake(self):
+        """Wrap the socket in TLS and drive the handshake without blocking
+        the other sessions; afterwards the socket blocks again, with the
+        same time limits (a blocking read may then need more than one TLS
+        record, which is fine once the socket is readable)."""
+        import ssl
+        run = self.run
+        raw = self.sock
+        raw.setblocking(False)
+        run.sockets.discard(raw)
+        try:
+            sock = run.tls_context.wrap_socket(raw, server_hostname=run.tls_hostname,
+                                               do_handshake_on_connect=False)
+        except (ssl.SSLError, ValueError, OSError) as err:
+            run.sockets.add(raw)
+            self.tls_failed(err)
+        self.sock = sock
+        run.sockets.add(sock)
+        started = time.monotonic_ns()
+        self.deadline = time.monotonic() + TIMEOUT
+        try:
+            while True:
+                try:
+                    sock.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    ready = yield READABLE
+                except ssl.SSLWantWriteError:
+                    ready = yield WRITABLE
+                except (ssl.SSLEOFError, ssl.SSLZeroReturnError) as err:
+                    self.lost(HANDSHAKE_STAGE, "tls_handshake", err)
+                except ssl.SSLError as err:
+                    self.tls_failed(err)
+                except OSError as err:
+                    self.lost(HANDSHAKE_STAGE, "tls_handshake", err)
+                if not ready:
+                    self.lost(HANDSHAKE_STAGE, "tls_handshake",
+                              OSError(errno.EAGAIN, "timeout"))
+        finally:
+            self.deadline = None
+        sock.setblocking(True)
+        self.sent_ns = time.monotonic_ns()      # the greeting's clock (--tls)
+        if run.report is not None:
+            run.report.record("tls", self.sent_ns - started)
+        if self.verbose:
+            self.msg.info("TLS connection established: %s %s"
+                          % (sock.version(), sock.cipher()[0]))
+        self.reader = replies.ReplyReader(sock)
+        self.reply_wait = self.tls_reply_wait
+
+    def tls_failed(self, err):
+        if self.run.report is not None:
+            self.run.report.error("tls")
+        text = getattr(err, "reason", None) or str(err)
+        detail = getattr(err, "verify_message", None)
+        self.msg.fatal("TLS handshake failed: %s" % (text + ": " + detail if detail else text))
+
+    def tls_reply_wait(self):
+        """With TLS, decrypted bytes may wait inside the SSL object, where
+        the poller cannot see them."""
+        return None if self.reader.buffer or self.sock.pending() else READABLE
+
+    # ---- the transaction
+
+    def transaction(self):
+        """MAIL [SIZE=], RCPT..., then DATA and the message, or BDAT; with
+        pipelining, the envelope (and DATA) in one write.  RSET when it
+        went wrong."""
+        raw = self.run.outgoing(self)
+        mail = self.run.mail
+        if self.size_param:
+            mail += b" SIZE=%d" % len(raw)
+        send_data = not self.chunking
+        if self.pipelining:
+            accepted = yield from self.pipelined_envelope(mail, send_data)
+        else:
+            accepted = yield from self.envelope(mail, send_data)
+        if not accepted:
+            yield from self.rset()
+            return 0
+        recipients = self.opts.recipients
+        if self.chunking:
+            good = yield from self.bdat(raw, recipients)
+            if good is None:
+                yield from self.rset()
+                return 0
+        else:
+            good = yield from self.end_of_data(dot_stuff(raw) + END_OF_DATA, recipients)
+        return good if self.opts.lmtp else accepted * good
+
+    def envelope(self, mail, send_data):
+        """MAIL, RCPT..., [DATA], each waiting for its reply; the number of
+        recipients accepted, 0 when the transaction cannot go on."""
+        if not (yield from self.mail(mail)):
+            return 0
+        accepted = 0
+        for index in range(self.opts.recipients):
+            accepted += yield from self.rcpt(self.run.rcpt_command(index))
+        if not accepted:
+            return 0
+        if send_data and not (yield from self.data()):
+            return 0
+        return accepted
+
+    def pipelined_envelope(self, mail, send_data):
+        """RFC 2920: MAIL, RCPT..., [DATA] in one write, then the replies in
+        order, each judged as above."""
+        run = self.run
+        group = [(mail, SENDER_STAGE, 2, "sender rejected")]
+        for index in range(self.opts.recipients):
+            group.append((run.rcpt_command(index), RECIPIENT_STAGE, 2,
+                          "recipient rejected"))
+        if send_data:
+            group.append((b"DATA", DATA_STAGE, 354, "data rejected"))
+        verdicts = yield from self.pipeline(group)
+        mail_ok = verdicts[0]
+        accepted = sum(verdicts[1:1 + self.opts.recipients]) if mail_ok else 0
+        if send_data and verdicts[-1] and not accepted:
+            # 354 although nothing can be delivered: end the empty message.
+            self.command(b".", MESSAGE_STAGE)
+            yield self.reply_wait()
+            self.reply(MESSAGE_STAGE)
+            return 0
+        if send_data and not verdicts[-1]:
+            return 0
+        return accepted
+
+    def pipeline(self, group):
+        """Send commands (line, stage, good code or class, complaint) in
+        writes of up to PIPELINE_WINDOW; read and judge their replies in
+        order.  Returns the verdicts."""
+        verdicts = []
+        for start in range(0, len(group), PIPELINE_WINDOW):
+            window = group[start:start + PIPELINE_WINDOW]
+            if self.verbose:
+                for line, _, _, _ in window:
+                    self.msg.info(printable(line))
+            self.send(b"".join(line + b"\r\n" for line, _, _, _ in window),
+                      window[0][1], "smtp_flush")
+            for _, stage, good, complaint in window:
+                yield self.reply_wait()
+                reply = self.reply(stage)
+                ok = reply.code == good if good > 9 else reply.code // 100 == good
+                verdicts.append(self.check(ok, reply, complaint))
+        return verdicts
+
+    def bdat(self, payload, recipients):
+        """RFC 3030: the message in BDAT chunks of --bdat bytes, the last
+        one "BDAT n LAST" (LMTP: a reply per recipient for it).  Pipelined
+        when the server allows it.  Returns how many end-of-data replies
+        were good, or None when a chunk was refused (then RSET)."""
+        run, opts = self.run, self.opts
+        size = opts.bdat
+        chunks = [payload[i:i + size] for i in range(0, len(payload), size)] or [b""]
+        last = len(chunks) - 1
+        window = PIPELINE_WINDOW if self.pipelining else 1
+        refused = False
+        good = 0
+        for start in range(0, len(chunks), window):
+            batch = []
+            for index in range(start, min(start + window, len(chunks))):
+                chunk = chunks[index]
+                line = b"BDAT %d LAST" % len(chunk) if index == last else \
+                    b"BDAT %d" % len(chunk)
+                if self.verbose:
+                    self.msg.info(printable(line))
+                batch.append(line + b"\r\n")
+                batch.append(chunk)
+            self.send(b"".join(batch), BDAT_STAGE, "smtp_fputs")
+            for index in range(start, min(start + window, len(chunks))):
+                if index < last:
+                    yield self.reply_wait()
+                    reply = self.reply(BDAT_STAGE)
+                    if not self.check(reply.code // 100 == 2, reply, "BDAT rejected"):
+                        refused = True
+                    continue
+                self.sent_size = len(payload)
+                if opts.count:
+                    run.message_sent()
+                for _ in range(recipients if opts.lmtp else 1):
+                    yield self.reply_wait()
+                    reply = self.reply(MESSAGE_STAGE)
+                    good += self.check(reply.code // 100 == 2, reply,
+                                       "end of data rejected")
+            if refused:
+                return None
+        return good
+
+
+# -------------------------------------------------------------------- report
+
+PHASE_NAMES = {"tls": "TLS", "helo": "HELO/EHLO", "starttls": "STARTTLS", "mail": "MAIL",
+               "rcpt": "RCPT", "data": "DATA", "bdat": "BDAT", "dot": "end of data",
+               "rset": "RSET", "quit": "QUIT"}
+SAMPLE_BATCH = 16384            # samples (about) between two flushes
+MESSAGE, RESPONSE = PHASES.index("message"), PHASES.index("response")
+ERROR_KINDS = ("connect", "lost", "timeout", "tls", "rejected_greeting", "rejected_helo",
+               "rejected_starttls", "rejected_mail", "rejected_rcpt", "rejected_data",
+               "rejected_bdat", "rejected_dot", "rejected_rset")
+
+
+class Report:
+    """--report: what the run did, and how long each phase took.
+
+    instrument() swaps a session's send() and reply() for timed ones once,
+    when it starts, so that a run without --report pays nothing: the
+    latency of a reply is the time since the session's last write began,
+    filed under the phase of the stage it was read at.
+
+    The hot path only appends a reply's latency to a list for its phase,
+    and its code to another.  Every so many transactions (about
+    SAMPLE_BATCH samples), flush() sorts each list and counts it into the
+    phase's Histogram (in C but for a step per bucket met: see
+    Histogram.add_sorted), and counts the codes (in C).  Memory is fixed:
+    the histograms, the counters, and about SAMPLE_BATCH samples."""
+
+    def __init__(self, opts):
+        self.opts = opts
+        self.histograms = [Histogram() for _ in PHASES]
+        self.phases = dict(zip(PHASES, self.histograms))
+        self.samples = [[] for _ in PHASES]
+        self.appenders = [samples.append for samples in self.samples]
+        self.message_samples = self.samples[MESSAGE]
+        self.code_log = []
+        self.codes = collections.Counter()  # replies by code (0: none)
+        # Samples that one transaction makes, about: the flushes' spacing.
+        per_message = opts.recipients * (2 if opts.lmtp else 1) + 6
+        if opts.bdat:
+            per_message += (opts.length or 1000) // opts.bdat
+        self.flush_every = max(1, SAMPLE_BATCH // per_message)
+        self.errors = dict.fromkeys(ERROR_KINDS, 0)
+        self.sessions = 0
+        self.messages = 0
+        self.recipients = 0
+        self.bytes = 0
+        self.elapsed = 0.0
+        self.status = 0
+        self.run_id = None
+
+    def error(self, kind):
+        self.errors[kind] += 1
+
+    def record(self, phase, elapsed_ns):
+        self.phases[phase].record(elapsed_ns)
+
+    # ---- hooks
+
+    def instrument(self, session):
+        """Time the session's writes, replies and connections."""
+        now = time.monotonic_ns
+        connect = session.try_connect
+        connected = self.phases["connect"].record
+
+        def try_connect():
+            started = now()
+            success = yield from connect()
+            if success:
+                session.sent_ns = ended = now()     # the greeting's clock
+                connected(ended - started)
+                self.sessions += 1
+            return success
+
+        session.send, session.reply = session.timed_send, session.timed_reply
+        session.try_connect = try_connect
+        session.samples, session.code_log = self.appenders, self.code_log.append
+
+    def transaction_done(self, session, started, delivered):
+        """After each transaction: count it, time the message (from MAIL;
+        with --rate also from when it was due)."""
+        size = session.sent_size
+        if size:
+            session.sent_size = 0
+            ended = monotonic_ns()              # just after the end-of-data reply
+            self.message_samples.append(ended - started)
+            if session.due is not None:
+                self.samples[RESPONSE].append(ended - session.due)
+            self.bytes += size
+            if len(self.message_samples) >= self.flush_every:
+                self.flush()
+        if delivered:
+            self.messages += 1
+            self.recipients += delivered
+
+    def flush(self):
+        """Count the samples gathered so far (see the class's docstring)."""
+        for histogram, samples in zip(self.histograms, self.samples):
+            if samples:
+                histogram.add_sorted(sorted(samples))
+                samples.clear()             # (the sessions append to them)
+        self.codes.update(self.code_log)
+        self.code_log.clear()
+
+    # ---- output
+
+    def as_dict(self):
+        """The JSON report (see REPORT in the manual); keys always the same."""
+        self.flush()
+        elapsed = self.elapsed
+
+        def per_second(value):
+            return round(value / elapsed, 3) if elapsed > 0 else None
+
+        def ms(value):
+            return None if value is None else round(value / 1e6, 3)
+
+        latency = {}
+        for phase in PHASES:
+            hist = self.phases[phase]
+            p50, p90, p99 = hist.percentiles((0.50, 0.90, 0.99))
+            latency[phase] = {"count": hist.count, "min": ms(hist.min), "p50": ms(p50),
+                              "p90": ms(p90), "p99": ms(p99), "max": ms(hist.max)}
+        return collections.OrderedDict((
+            ("schema", 1),
+            ("status", self.status),
+            ("elapsed", round(elapsed, 6)),
+            ("sessions", self.sessions),
+            ("messages", self.messages),
+            ("messages_sent", self.phases["message"].count),
+            ("recipients", self.recipients),
+            ("bytes", self.bytes),
+            ("messages_per_second", per_second(self.messages)),
+            ("recipients_per_second", per_second(self.recipients)),
+            ("mb_per_second", per_second(self.bytes / 1e6)),
+            ("rate", self.opts.rate),
+            ("latency_ms", latency),
+            ("replies", {"%03d" % code: count for code, count in sorted(self.codes.items())}),
+            ("errors", dict(self.errors)),
+            ("integrity", None if self.run_id is None else
+             {"run": self.run_id.decode(), "count": self.opts.messages}),
+        ))
+
+    def json(self):
+        return json.dumps(self.as_dict(), indent=2) + "\n"
+
+    def text(self):
+        """The report as a person reads it in a terminal."""
+        data = self.as_dict()
+        elapsed = data["elapsed"]
+        lines = ["smtp-source report: %d messages in %.3f s%s" % (
+            data["messages"], elapsed, "" if not data["status"] else " (ended by a fatal error)")]
+        rate = lambda key: "" if data[key] is None else "%12.1f /s" % data[key]
+        lines.append("  sessions    %10d" % data["sessions"])
+        lines.append("  messages    %10d %s   (sent %d)" % (
+            data["messages"], rate("messages_per_second"), data["messages_sent"]))
+        lines.append("  recipients  %10d %s" % (data["recipients"], rate("recipients_per_second")))
+        lines.append("  bytes       %10d %s" % (data["bytes"], "" if data["mb_per_second"] is None
+                                               else "%12.3f MB/s" % data["mb_per_second"]))
+        if data["rate"] is not None:
+            lines.append("  target rate %14.1f /s" % data["rate"])
+        if data["integrity"] is not None:
+            lines.append("  integrity   run=%s count=%d" % (data["integrity"]["run"],
+                                                           data["integrity"]["count"]))
+        lines.append("")
+        lines.append("  %-12s %8s %10s %10s %10s %10s %10s" % (
+            "latency (ms)", "count", "min", "p50", "p90", "p99", "max"))
+        for phase in PHASES:
+            row = data["latency_ms"][phase]
+            if row["count"]:
+                lines.append("  %-12s %8d %10.3f %10.3f %10.3f %10.3f %10.3f" % (
+                    PHASE_NAMES.get(phase, phase), row["count"], row["min"], row["p50"],
+                    row["p90"], row["p99"], row["max"]))
+        for phase, title in (("message", "message latency (MAIL to end-of-data reply)"),
+                             ("response", "response time (from when each message was due)")):
+            chart = bar_chart(self.phases[phase].octaves())
+            if chart:
+                lines += ["", "  %s:" % title] + ["  " + line for line in chart]
+        lines.append("")
+        lines.append("  replies: " + (", ".join("%s x%d" % item for item in
+                                               data["replies"].items()) or "none"))
+        errors = ["%s x%d" % (kind, count) for kind, count in data["errors"].items() if count]
+        lines.append("  errors:  " + (", ".join(errors) or "none"))
+        return "\n".join(lines) + "\n"
+
+
+
 # ----------------------------------------------------------- option parsing
 
 class Options:
@@ -557,7 +1359,8 @@ class Options:
         self.disconnect = True      # -d clears it
         self.sender = None          # -f
         self.file = None            # -F
-        self.file_data = b""        # -F, read and formatted
+        self.file_data = b""        # -F, read and formatted (dot-stuffed)
+        self.file_text = b""        # -F, formatted but not dot-stuffed
         self.length = 0             # -l
         self.lmtp = False           # -L
         self.messages = 1           # -m
@@ -576,6 +1379,26 @@ class Options:
         self.endpoint = None        # as given
         self.address_family = None  # ... and where that is:
         self.address = None
+        # Extensions (long options).
+        self.report = None          # --report: "text" or "json"
+        self.rate = None            # --rate: messages per second
+        self.integrity = False      # --integrity
+        self.ehlo = False           # --ehlo (and implied by the next four)
+        self.pipelining = False     # --pipelining
+        self.starttls = False       # --starttls
+        self.bdat = 0               # --bdat: chunk size (0: no BDAT)
+        self.size = False           # --size
+        self.tls = False            # --tls
+        self.tls_verify = False     # --tls-verify (and --tls-ca)
+        self.tls_ca = None          # --tls-ca
+
+    def extended(self):
+        """Whether sessions need the steps of ExtendedSession."""
+        return bool(self.ehlo or self.tls or self.integrity)
+
+
+class HelpShown(Exception):
+    """--help was given and answered."""
 
 
 def arg_bytes(text):
@@ -595,7 +1418,7 @@ def parse_options(args, msg):
     fatal before a later unknown option is noticed.
     """
     opts = Options()
-    parser = options.GetOpt(args, OPTSTRING)
+    parser = options.GetOpt(args, OPTSTRING, LONG_OPTIONS)
     try:
         for letter, value in parser:
             apply_option(opts, letter, value, msg)
@@ -606,11 +1429,21 @@ def parse_options(args, msg):
     if len(parser.operands) != 1:
         usage(msg)
     opts.endpoint = parser.operands[0]
+    check_extensions(opts, msg)
     return opts
 
 
 def usage(msg):
     msg.fatal(USAGE % printable(arg_bytes(msg.prog)))
+
+
+def help_text(prog):
+    """--help: Postfix's usage line, then our long options."""
+    lines = [USAGE % printable(arg_bytes(prog)),
+             "Extensions (long options; without them the program behaves as "
+             "Postfix's smtp-source):"]
+    lines += ["  %-20s %s" % row for row in LONG_HELP]
+    return "\n".join(lines) + "\n"
 
 
 def positive(text, complaint, msg):
@@ -623,7 +1456,9 @@ def positive(text, complaint, msg):
 
 def apply_option(opts, letter, value, msg):
     """One option (value is None for a flag) into opts."""
-    if letter in "46":
+    if letter.startswith("--"):
+        apply_long_option(opts, letter[2:], value, msg)
+    elif letter in "46":
         opts.family = letter
     elif letter == "A":
         opts.allow_reject = True
@@ -676,6 +1511,58 @@ def apply_option(opts, letter, value, msg):
         opts.fixed_delay = positive(value, "bad fixed delay", msg)
 
 
+def apply_long_option(opts, name, value, msg):
+    """One of our long options (name without "--") into opts."""
+    def bad():
+        msg.fatal("bad --%s value: %s" % (name, printable(arg_bytes(value))))
+
+    if name == "help":
+        write_stdout(help_text(msg.prog).encode("utf-8", "surrogateescape"))
+        raise HelpShown()
+    elif name == "report":
+        if value not in ("text", "json"):
+            bad()
+        opts.report = value
+    elif name == "rate":
+        match = RATE_VALUE.match(value)
+        number = float(match.group(1)) if match else 0.0
+        if number <= 0 or number > 1e9:
+            bad()
+        opts.rate = number / 60 if match.group(2) == "m" else number
+    elif name == "integrity":
+        opts.integrity = True
+    elif name == "ehlo":
+        opts.ehlo = True
+    elif name == "pipelining":
+        opts.ehlo = opts.pipelining = True
+    elif name == "starttls":
+        opts.ehlo = opts.starttls = True
+    elif name == "tls":
+        opts.tls = True
+    elif name == "tls-verify":
+        opts.tls_verify = True
+    elif name == "tls-ca":
+        if not value:
+            bad()
+        opts.tls_verify, opts.tls_ca = True, value
+    elif name == "bdat":
+        if not options.alldig(value) or int(value) <= 0 or int(value) > 2 ** 31 - 1:
+            bad()
+        opts.ehlo, opts.bdat = True, int(value)
+    elif name == "size":
+        opts.ehlo = opts.size = True
+
+
+def check_extensions(opts, msg):
+    """Combinations of long options that cannot work."""
+    if opts.tls and opts.starttls:
+        msg.fatal("use --tls or --starttls, not both")
+    if opts.starttls and not opts.send_helo:
+        msg.fatal("--starttls needs EHLO: do not use it with -o")
+    if opts.tls_verify and not (opts.tls or opts.starttls):
+        msg.fatal("--tls-verify and --tls-ca need --tls or --starttls")
+
+
 def check_myhostname(value, msg):
     """-M: a valid host name or address literal, else fatal."""
     name = arg_chars(value)
@@ -689,7 +1576,7 @@ def check_myhostname(value, msg):
 
 
 def read_file(path, msg):
-    """-F: the file's content, formatted for DATA (read once, at start-up)."""
+    """-F: the file's content (read once, at start-up)."""
     try:
         fd = os.open(path, os.O_RDONLY)     # a directory opens, and fails to read
     except OSError as err:
@@ -705,7 +1592,7 @@ def read_file(path, msg):
         msg.fatal("read %s: %s" % (printable(arg_bytes(path)), endpoints.strerror(err)))
     finally:
         os.close(fd)
-    return file_body(b"".join(chunks))
+    return b"".join(chunks)
 
 
 def my_hostname(msg):
@@ -718,6 +1605,34 @@ def my_hostname(msg):
     return arg_bytes(name)
 
 
+def tls_setup(opts, msg):
+    """--tls/--starttls: (SSL context, the server's name).  The name goes in
+    the handshake (SNI) and, with --tls-verify, must match the certificate;
+    over a UNIX-domain socket there is none (only the chain is checked)."""
+    import ssl
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    hostname = None
+    if opts.address_family != socket.AF_UNIX:
+        endpoint = opts.endpoint[5:] if opts.endpoint.startswith("inet:") else opts.endpoint
+        hostname = endpoints.host_port(endpoint, None, DEFAULT_SERVICE)[0]
+    if not opts.tls_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context, hostname
+    try:
+        if opts.tls_ca is not None:
+            context.load_verify_locations(cafile=opts.tls_ca)
+        else:
+            context.load_default_certs()
+    except (OSError, ssl.SSLError) as err:
+        msg.fatal("cannot load --tls-ca %s: %s" % (printable(arg_bytes(opts.tls_ca or "")),
+                                                   getattr(err, "strerror", None)
+                                                   or getattr(err, "reason", None) or err))
+    if hostname is None:
+        context.check_hostname = False
+    return context, hostname
+
+
 # ---------------------------------------------------------------------- main
 
 def main(argv=None):
@@ -727,12 +1642,14 @@ def main(argv=None):
         argv = sys.argv[1:]
     msg = messages.Messages(messages.program_name(sys.argv[0], PROGRAM))
     run = None
+    status = 1
     try:
         # 1. Parse the command line; read the -F file.
         opts = parse_options(argv, msg)
         msg.verbose = opts.verbose
         if opts.file is not None:
-            opts.file_data = read_file(opts.file, msg)
+            data = read_file(opts.file, msg)
+            opts.file_data, opts.file_text = file_body(data), file_body(data, stuff=False)
         if msg.verbose:
             msg.info("name_mask: %s" % {None: "all", "4": "ipv4", "6": "ipv6"}[opts.family])
 
@@ -752,25 +1669,50 @@ def main(argv=None):
         if opts.recipient is None:
             opts.recipient = default_address
 
-        # 4. Run the sessions until the messages are sent.  As in Postfix,
+        # 4. Extensions: the TLS context, made once.
+        run = Run(opts, msg, Content(opts, os.getpid()))
+        if opts.tls or opts.starttls:
+            run.tls_context, run.tls_hostname = tls_setup(opts, msg)
+        if run.report is not None:
+            run.report.run_id = run.run_id
+
+        # 5. Run the sessions until the messages are sent.  As in Postfix,
         #    every session claims its first message before any starts; one
         #    that finds none left never connects (and the count of messages
         #    still to send goes below zero: it shows in the Message-Id).
-        run = Run(opts, msg, Content(opts, os.getpid()))
-        starting = [run.take_message() for _ in range(opts.sessions)]
-        for _ in range(starting.count(True)):
-            run.loop.start(Session(run))
+        session_class = ExtendedSession if opts.extended() else Session
+        claims = [run.claim() for _ in range(opts.sessions)]
+        run.start_ns = time.monotonic_ns()
+        for seq in claims:
+            if seq is not None:
+                run.loop.start(session_class(run, seq))
         run.loop.run()
 
-        # 5. End the -c count.
+        # 6. End the -c count.
         if opts.count:
             write_stdout(b"\n")
+        status = 0
+        return status
+    except HelpShown:
         return 0
     except messages.Fatal:
         return 1
     finally:
         if run is not None:
             run.close_all()
+            if run.report is not None and run.start_ns:
+                # 7. --report, also after a fatal error.
+                finish_report(run, status)
+
+
+def finish_report(run, status):
+    report = run.report
+    report.elapsed = (time.monotonic_ns() - run.start_ns) / 1e9
+    report.status = status
+    if status and run.opts.count:
+        write_stdout(b"\n")                 # the -c count did not end its line
+    text = report.json() if run.opts.report == "json" else report.text()
+    write_stdout(text.encode())
 
 
 if __name__ == "__main__":

@@ -14,12 +14,19 @@ plus `raw` (all client bytes, unsplit) and `end`: "reset" (the client
 closed with RST), "eof" (FIN) or "server" (the script hung up).
 
 Replies are scripted per stage: greeting, helo (HELO/EHLO/LHLO), mail,
-rcpt, data, dot (end of data; in LMTP once per accepted recipient), rset,
-quit and other.  A stage's value is the reply bytes, Close(bytes) to reply
+rcpt, data, dot (end of data, also "BDAT n LAST"; in LMTP once per
+accepted recipient), rset, quit, starttls, bdat (a chunk other than the
+last) and other.  A stage's value is the reply bytes, Close(bytes) to reply
 and then hang up, None to hang up without a reply, SILENCE to say nothing
 and wait, or a callable(conn, stage) returning one of those; seq() makes
 one that answers the n-th use in a connection with the n-th of its
 arguments.
+
+For the extensions of smtp-source: with tls_context (a server-side
+ssl.SSLContext) a 220 reply to STARTTLS is followed by the TLS handshake
+(logged as ("T", b"TLSv1.3")), and implicit_tls=True does the handshake
+before the greeting.  "BDAT n [LAST]" is followed by n octets, logged as
+("B", chunk); Connection.chunked_messages() puts them together.
 """
 
 import os
@@ -45,11 +52,14 @@ DEFAULT_REPLIES = {
     "dot": b"250 2.0.0 Ok\r\n",
     "rset": b"250 2.0.0 Ok\r\n",
     "quit": b"221 Bye\r\n",
+    "starttls": b"220 2.0.0 Ready to start TLS\r\n",
+    "bdat": b"250 2.0.0 Ok: chunk\r\n",
     "other": b"500 5.5.1 unknown\r\n",
 }
 
 VERB_STAGES = {b"HELO": "helo", b"EHLO": "helo", b"LHLO": "helo", b"MAIL": "mail",
-               b"RCPT": "rcpt", b"DATA": "data", b"RSET": "rset", b"QUIT": "quit"}
+               b"RCPT": "rcpt", b"DATA": "data", b"RSET": "rset", b"QUIT": "quit",
+               b"STARTTLS": "starttls", b"BDAT": "bdat"}
 
 
 class Close(bytes):
@@ -79,6 +89,7 @@ class Connection:
         self.end = None
         self.count = {}
         self.recipients = 0
+        self.tls = None             # the TLS version once the handshake is done
         self.done = threading.Event()
 
     def log(self, kind, data):
@@ -94,15 +105,31 @@ class Connection:
     def messages(self):
         return [data for kind, data in self.events if kind == "D"]
 
+    def chunked_messages(self):
+        """The messages sent with BDAT, each its chunks put together."""
+        found, parts = [], []
+        for kind, data in self.events:
+            if kind == "C" and data.upper().startswith(b"BDAT "):
+                last = data.split()[-1].upper() == b"LAST"
+            elif kind == "B":
+                parts.append(data)
+                if last:
+                    found.append(b"".join(parts))
+                    parts = []
+        return found
+
 
 class FakeServer:
     """A scripted SMTP (or LMTP) server; start(test) registers its cleanup."""
 
-    def __init__(self, replies=None, family="inet", lmtp=False):
+    def __init__(self, replies=None, family="inet", lmtp=False, tls_context=None,
+                 implicit_tls=False):
         self.replies = dict(DEFAULT_REPLIES)
         self.replies.update(replies or {})
         self.family = family
         self.lmtp = lmtp
+        self.tls_context = tls_context
+        self.implicit_tls = implicit_tls
         self.connections = []
         self.lock = threading.Lock()
         self.threads = []
@@ -213,6 +240,8 @@ class FakeServer:
         buffer = bytearray()
         in_data = False
         try:
+            if self.implicit_tls:
+                self._handshake(conn)
             if self._reply(conn, "greeting") is None:
                 return
             while not self.stopping:
@@ -243,9 +272,16 @@ class FakeServer:
                 del buffer[:newline + 1]
                 conn.log("C", line)
                 stage = VERB_STAGES.get(line.split(b" ", 1)[0].strip().upper(), "other")
+                if stage == "bdat":
+                    if not self._chunk(conn, line, buffer):
+                        return
+                    continue
                 reply = self._reply(conn, stage)
                 if reply is None:
                     return
+                if stage == "starttls" and reply.startswith(b"220") and self.tls_context:
+                    del buffer[:]           # anything sent in clear is dropped
+                    self._handshake(conn)
                 if stage == "rcpt" and reply.startswith(b"2"):
                     conn.recipients += 1
                 elif stage in ("mail", "rset", "helo"):
@@ -262,6 +298,30 @@ class FakeServer:
             except OSError:
                 pass
             conn.done.set()
+
+    def _handshake(self, conn):
+        conn.sock = self.tls_context.wrap_socket(conn.sock, server_side=True)
+        conn.tls = conn.sock.version()
+        conn.log("T", conn.tls.encode())
+
+    def _chunk(self, conn, line, buffer):
+        """BDAT n [LAST]: read the n octets, then reply (the last chunk:
+        as the end of data).  False when the connection ended."""
+        words = line.split()
+        size = int(words[1])
+        last = len(words) > 2 and words[2].upper() == b"LAST"
+        while len(buffer) < size:
+            if not self._receive(conn, buffer):
+                return False
+        conn.log("B", bytes(buffer[:size]))
+        del buffer[:size]
+        if not last:
+            return self._reply(conn, "bdat") is not None
+        for _ in range(max(conn.recipients, 1) if self.lmtp else 1):
+            if self._reply(conn, "dot") is None:
+                return False
+        conn.recipients = 0
+        return True
 
     def _receive(self, conn, buffer):
         data = conn.sock.recv(65536)

@@ -6,7 +6,9 @@ notes, PART B1).  No server is involved, except a port that refuses.
 """
 
 import os
+import re
 import socket
+import sys
 import unittest
 
 from smtpcore import endpoints
@@ -45,9 +47,11 @@ class UsageTests(CliCase):
                          b"smtp-source: warning: valid_hostname: misplaced delimiter: a..b\n"
                          b"smtp-source: fatal: bad hostname: a..b\n")
 
-    def test_long_options_are_glibc_getopt_errors(self):
-        for args in (["--help"], ["--report", "x"], ["-c", "--x", "x"], ["-vc--x", "x"]):
-            self.assertFails(args, b"smtp-source: invalid option -- '-'\n" + USAGE)
+    def test_unknown_long_options_are_glibc_getopt_errors(self):
+        for args in (["--helpx"], ["--reportx", "x"], ["--report-x=json", "x"],
+                     ["-c", "--x", "x"], ["-vc--x", "x"], ["-c--help", "x"]):
+            with self.subTest(args=args):
+                self.assertFails(args, b"smtp-source: invalid option -- '-'\n" + USAGE)
 
     def test_double_dash_ends_the_options(self):
         port = support.free_port()
@@ -270,6 +274,94 @@ class ClientEndpointTests(unittest.TestCase):
         self.assertEqual(gripes, [])
         self.assertFalse(endpoints.valid_mailhost_literal("10.1.2.3", gripes.append))
         self.assertEqual(gripes, ["valid_mailhost_literal: '[' expected at start: 10.1.2.3"])
+
+
+class ExtensionOptionTests(CliCase):
+    """Our long options: --help, and strict values with Postfix-style fatals."""
+
+    def test_help(self):
+        for args in (["--help"], ["-c", "--help"], ["--help", "-Z"], ["--help", "a", "b"]):
+            with self.subTest(args=args):
+                result = run_tool(OURS, args)
+                self.assertEqual((result.rc, result.stderr), (0, b""))
+                lines = result.stdout.decode().splitlines()
+                self.assertEqual(lines[0], USAGE.decode()[len("smtp-source: fatal: "):-1])
+                for option in ("--help", "--report=text|json", "--rate=N[/s|/m]",
+                               "--integrity", "--ehlo", "--pipelining", "--starttls",
+                               "--tls", "--tls-verify", "--tls-ca=FILE", "--bdat=SIZE",
+                               "--size"):
+                    self.assertTrue(any(line.split()[:1] == [option] for line in lines),
+                                    option)
+
+    def test_every_long_option_is_documented(self):
+        # In the docstring's EXTENSIONS, in --help, and as an entry of the
+        # man page's EXTENSIONS section (".TP" then ".B \-\-name"...).
+        import smtp_source
+        with open(os.path.join(support.ROOT, "man", "smtp-source.1")) as handle:
+            man = handle.read()
+        extensions = man[man.index(".SH EXTENSIONS"):man.index(".SH DIFFERENCES")]
+        help_text = support.run([sys.executable, support.SOURCE, "--help"]).stdout.decode()
+        for name in smtp_source.LONG_OPTIONS:
+            option = "--" + name.rstrip("=")
+            with self.subTest(option=option):
+                self.assertIn("\n    " + option, smtp_source.__doc__)
+                self.assertIn("\n  " + option, help_text)
+                self.assertRegex(extensions, r"\n\.TP\n\.B[IR]? %s\b"
+                                 % re.escape(option.replace("-", "\\-")))
+
+    def test_options_before_help_still_count(self):
+        self.assertFails(["-s", "0", "--help"], b"smtp-source: fatal: bad session count: 0\n")
+
+    def test_bad_values(self):
+        table = [("--report", ["x", "", "JSON", "text "]),
+                 ("--rate", ["abc", "0", "-1", "5/h", "/s", "1e3", "0/s", " 5", "5 /s"]),
+                 ("--bdat", ["0", "-1", "abc", "", "1k", "99999999999"])]
+        for option, values in table:
+            for value in values:
+                for args in ([option + "=" + value, "x"], [option, value, "x"]):
+                    with self.subTest(args=args):
+                        self.assertFails(args, b"smtp-source: fatal: bad %s value: %s\n"
+                                         % (option.encode(), value.encode()))
+
+    def test_missing_values(self):
+        for option in ("--report", "--rate", "--bdat", "--tls-ca"):
+            with self.subTest(option=option):
+                self.assertFails([option], b"smtp-source: option '%s' requires an argument\n"
+                                 % option.encode() + USAGE)
+
+    def test_flags_take_no_value(self):
+        for option in ("--help", "--integrity", "--ehlo", "--pipelining", "--starttls",
+                       "--tls", "--tls-verify", "--size"):
+            with self.subTest(option=option):
+                self.assertFails([option + "=1", "x"],
+                                 b"smtp-source: option '%s' doesn't allow an argument\n"
+                                 % option.encode() + USAGE)
+
+    def test_combinations(self):
+        self.assertFails(["--tls", "--starttls", "x"],
+                         b"smtp-source: fatal: use --tls or --starttls, not both\n")
+        self.assertFails(["-o", "--starttls", "x"],
+                         b"smtp-source: fatal: --starttls needs EHLO: do not use it with -o\n")
+        for option in (["--tls-verify"], ["--tls-ca", "/nonexistent"]):
+            self.assertFails(option + ["x"], b"smtp-source: fatal: --tls-verify and --tls-ca "
+                             b"need --tls or --starttls\n")
+
+    def test_bad_ca_file(self):
+        port = support.free_port()
+        self.assertFails(["--tls", "--tls-ca", "/nonexistent/ca.pem", "127.0.0.1:%d" % port],
+                         b"smtp-source: fatal: cannot load --tls-ca /nonexistent/ca.pem: "
+                         b"No such file or directory\n")
+
+    def test_good_values_get_as_far_as_connecting(self):
+        port = support.free_port()
+        for args in (["--report=json"], ["--report", "text"], ["--rate=5"], ["--rate=0.5/s"],
+                     ["--rate", "120/m"], ["--rate=.5"], ["--bdat=1"], ["--bdat", "65536"],
+                     ["--integrity", "--ehlo", "--pipelining", "--size", "--starttls"],
+                     ["--tls", "--tls-verify"]):
+            with self.subTest(args=args):
+                result = run_tool(OURS, args + ["127.0.0.1:%d" % port])
+                self.assertEqual((result.rc, result.stderr),
+                                 (1, b"smtp-source: fatal: connect: Connection refused\n"))
 
 
 if __name__ == "__main__":
