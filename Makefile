@@ -26,8 +26,9 @@ cert:
 		-addext "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1" \
 		-keyout $(CERT_DIR)/key.pem -out $(CERT_DIR)/cert.pem
 
-# make bench: side by side with Postfix's C tools (needs Debian's postfix);
-# BENCH_ARGS="--pairs 5" or "--scale 0.2 --only reuse" to vary it.
+# make bench: side by side with Postfix's C tools (needs Debian's postfix),
+# and the extension rows (--report, --pipelining, sink and source --procs);
+# BENCH_ARGS="--pairs 5" or "--scale 0.2 --only reuse,procs-sink" to vary it.
 .PHONY: bench
 bench:
 	$(PYTHON) bench/bench.py $(BENCH_ARGS)

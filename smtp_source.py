@@ -139,6 +139,18 @@ EXTENSIONS
                 (m = -m), and the SHA-256 of the rest of the message as
                 meant (CRLF line ends, before dot-stuffing).  smtp-sink
                 --verify counts what arrives ok, corrupt, twice or never.
+    --procs=N   Fork N processes (1-256; at most one per session) and give
+                each its share of the sessions (-s), so that more than one
+                core sends.  They take their messages from one budget (-m)
+                and their -N numbers from one sequence (shared memory), so
+                that nothing is sent twice or repeats; -c is one running
+                count, --rate one schedule, --integrity one run, and the
+                first process writes one --report, merged from theirs
+                (histograms added bucket by bucket: the percentiles are
+                those of all the replies).  A fatal error in one process
+                stops the others (exit status 1; each process that meets
+                one says so); SIGTERM or SIGINT to the first stops them all.
+                The Message-Id holds the id of the process that sent it.
     --ehlo      EHLO instead of HELO (with -L, LHLO as always), and note the
                 extensions the server announces.  If the server rejects
                 EHLO with 5xx, HELO follows (RFC 5321).
@@ -257,7 +269,7 @@ import struct
 import sys
 import time
 
-from smtpcore import dump, endpoints, integrity, messages, options, replies
+from smtpcore import dump, endpoints, integrity, messages, options, procs, replies
 from smtpcore.latency import Histogram, bar_chart
 from smtpcore.loop import PARKED, READABLE, WRITABLE, Loop, Waiter
 from smtpcore.replies import printable
@@ -272,7 +284,7 @@ USAGE = ("usage: %s -cdLNov -s sess -l msglen -m msgs -C count -M myhostname "
          "-f from -t to -r rcptcount -R delay -w delay host[:port]")
 
 # Our extensions: long options only (see EXTENSIONS), with their --help lines.
-LONG_OPTIONS = ("help", "report=", "rate=", "integrity", "ehlo", "pipelining",
+LONG_OPTIONS = ("help", "report=", "rate=", "integrity", "procs=", "ehlo", "pipelining",
                 "starttls", "tls", "tls-verify", "tls-ca=", "bdat=", "size")
 LONG_HELP = (
     ("--help", "show this help on stdout and exit"),
@@ -282,6 +294,7 @@ LONG_HELP = (
                         "minute)"),
     ("--integrity", "X-Smtp-Integrity: line (run id, seq, count, sha256) first in "
                     "each message"),
+    ("--procs=N", "split the sessions and the messages over N processes"),
     ("--ehlo", "EHLO instead of HELO; note the server's extensions"),
     ("--pipelining", "MAIL, RCPTs and DATA in one write if PIPELINING is announced"),
     ("--starttls", "STARTTLS after EHLO, then EHLO again"),
@@ -291,6 +304,7 @@ LONG_HELP = (
     ("--bdat=SIZE", "BDAT in chunks of SIZE bytes if CHUNKING is announced"),
     ("--size", "SIZE=<bytes> in MAIL FROM if SIZE is announced"),
 )
+MAX_PROCS = 256                 # --procs
 RATE_VALUE = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:/([sm]))?\Z")
 
 DEFAULT_SERVICE = "smtp"        # port 25
@@ -449,14 +463,19 @@ class Run:
     queue of connection attempts, the commands (made once), and what the
     extensions need (report, schedule, TLS context, integrity run id)."""
 
-    def __init__(self, opts, msg, content):
+    def __init__(self, opts, msg, content, counts=None):
+        """counts: the group's counters with --procs (see run_group)."""
         self.opts = opts
         self.msg = msg
         self.content = content
         self.loop = Loop(wakeable=False)    # no extra descriptors: see socket numbers
-        self.remaining = opts.messages      # may go below zero, as in Postfix
-        self.sent = 0                       # -c
-        self.next_number = 1                # -N
+        if counts is None:
+            counts = procs.LocalCounts(COUNT_NAMES)
+            counts.remaining = opts.messages
+            counts.next_number = 1
+        self.counts = counts                # remaining: the budget (may go below
+                                            # zero, as in Postfix); sent: -c;
+                                            # next_number: -N
         self.connecting = collections.deque()
         self.sockets = set()
         self.helo_verb = "LHLO" if opts.lmtp else "HELO"
@@ -479,31 +498,37 @@ class Run:
         """Claim one message of the budget: its number in the run (0, 1,
         ...), or None when none is left (the count goes on down, as in
         Postfix: it shows in the Message-Id)."""
-        left = self.remaining
-        self.remaining = left - 1
+        counts = self.counts
+        with counts.lock:
+            left = counts.remaining
+            counts.remaining = left - 1
         return self.opts.messages - left if left > 0 else None
 
     def rcpt_command(self, index):
         """The index-th RCPT command of a message.  -N numbers are taken as
         the commands go out, so parallel sessions interleave them."""
         if self.opts.number_rcpts:
-            number = self.next_number
-            self.next_number = number + 1
+            counts = self.counts
+            with counts.lock:
+                number = counts.next_number
+                counts.next_number = number + 1
             return b"RCPT TO:<%d" % number + self.opts.recipient + b">"
         return self.rcpts[index]
 
     def outgoing(self, session):
         """Extensions: the session's next message as meant -- CRLF line
         ends, not dot-stuffed, no final "." -- after the --integrity line."""
-        raw = self.content.raw(session.fd, self.remaining)
+        raw = self.content.raw(session.fd, self.counts.remaining)
         if self.run_id is not None:
             raw = integrity.header(self.run_id, session.seq, self.opts.messages, raw) + raw
         return raw
 
     def message_sent(self):
         """-c: show the running count."""
-        self.sent += 1
-        write_stdout(b"%d\r" % self.sent)
+        counts = self.counts
+        with counts.lock:
+            counts.sent = sent = counts.sent + 1
+        write_stdout(b"%d\r" % sent)
 
     def delay(self):
         """-w / -R: the pause after each message, in seconds."""
@@ -598,7 +623,7 @@ class Session(Waiter):
                     if started is not None:
                         report.transaction_done(self, started, 0)
                 else:
-                    if opts.disconnect or run.remaining < 1:
+                    if opts.disconnect or run.counts.remaining < 1:
                         yield from self.quit()
                 delay = run.delay()
                 if delay > 0:
@@ -632,7 +657,7 @@ class Session(Waiter):
             yield from self.rset()
             return 0
         run = self.run
-        good = yield from self.end_of_data(run.content.message(self.fd, run.remaining),
+        good = yield from self.end_of_data(run.content.message(self.fd, run.counts.remaining),
                                            self.opts.recipients)
         return good if self.opts.lmtp else accepted * good
 
@@ -1263,6 +1288,29 @@ class Report:
         self.codes.update(self.code_log)
         self.code_log.clear()
 
+    # ---- --procs: a worker's figures, merged into the first process's report
+
+    def state(self):
+        """What merge() needs, plain data (pickled by the worker)."""
+        self.flush()
+        return {"histograms": [h.state() for h in self.histograms],
+                "codes": dict(self.codes), "errors": self.errors,
+                "totals": [self.sessions, self.messages, self.recipients, self.bytes]}
+
+    def merge(self, state):
+        """Add a worker's state(): the histograms bucket by bucket, so that
+        the percentiles are those of all the values together."""
+        for histogram, other in zip(self.histograms, state["histograms"]):
+            histogram.merge(other)
+        self.codes.update(state["codes"])
+        for kind, count in state["errors"].items():
+            self.errors[kind] += count
+        sessions, messages_, recipients, size = state["totals"]
+        self.sessions += sessions
+        self.messages += messages_
+        self.recipients += recipients
+        self.bytes += size
+
     # ---- output
 
     def as_dict(self):
@@ -1383,6 +1431,7 @@ class Options:
         self.report = None          # --report: "text" or "json"
         self.rate = None            # --rate: messages per second
         self.integrity = False      # --integrity
+        self.procs = 1              # --procs
         self.ehlo = False           # --ehlo (and implied by the next four)
         self.pipelining = False     # --pipelining
         self.starttls = False       # --starttls
@@ -1531,6 +1580,10 @@ def apply_long_option(opts, name, value, msg):
         opts.rate = number / 60 if match.group(2) == "m" else number
     elif name == "integrity":
         opts.integrity = True
+    elif name == "procs":
+        if not options.alldig(value) or not 1 <= int(value) <= MAX_PROCS:
+            bad()
+        opts.procs = int(value)
     elif name == "ehlo":
         opts.ehlo = True
     elif name == "pipelining":
@@ -1669,24 +1722,15 @@ def main(argv=None):
         if opts.recipient is None:
             opts.recipient = default_address
 
-        # 4. Extensions: the TLS context, made once.
+        # 4. Extensions: the TLS context and the run id, made once.
+        tls = tls_setup(opts, msg) if opts.tls or opts.starttls else (None, None)
+        run_id = integrity.new_run_id() if opts.integrity else None
+        if opts.procs > 1:
+            return run_group(opts, msg, tls, run_id)
         run = Run(opts, msg, Content(opts, os.getpid()))
-        if opts.tls or opts.starttls:
-            run.tls_context, run.tls_hostname = tls_setup(opts, msg)
-        if run.report is not None:
-            run.report.run_id = run.run_id
-
-        # 5. Run the sessions until the messages are sent.  As in Postfix,
-        #    every session claims its first message before any starts; one
-        #    that finds none left never connects (and the count of messages
-        #    still to send goes below zero: it shows in the Message-Id).
-        session_class = ExtendedSession if opts.extended() else Session
-        claims = [run.claim() for _ in range(opts.sessions)]
-        run.start_ns = time.monotonic_ns()
-        for seq in claims:
-            if seq is not None:
-                run.loop.start(session_class(run, seq))
-        run.loop.run()
+        run.tls_context, run.tls_hostname = tls
+        run.run_id = run_id
+        send(run, opts.sessions, time.monotonic_ns())
 
         # 6. End the -c count.
         if opts.count:
@@ -1702,17 +1746,101 @@ def main(argv=None):
             run.close_all()
             if run.report is not None and run.start_ns:
                 # 7. --report, also after a fatal error.
-                finish_report(run, status)
+                finish_report(run.report, run.start_ns, status)
 
 
-def finish_report(run, status):
-    report = run.report
-    report.elapsed = (time.monotonic_ns() - run.start_ns) / 1e9
+def send(run, sessions, start_ns):
+    """5. Run the sessions until the messages are sent.  As in Postfix,
+    every session claims its first message before any starts; one that
+    finds none left never connects (and the count of messages still to
+    send goes below zero: it shows in the Message-Id)."""
+    if run.report is not None:
+        run.report.run_id = run.run_id
+    session_class = ExtendedSession if run.opts.extended() else Session
+    claims = [run.claim() for _ in range(sessions)]
+    run.start_ns = start_ns
+    for seq in claims:
+        if seq is not None:
+            run.loop.start(session_class(run, seq))
+    run.loop.run()
+
+
+def finish_report(report, start_ns, status):
+    report.elapsed = (time.monotonic_ns() - start_ns) / 1e9
     report.status = status
-    if status and run.opts.count:
+    if status and report.opts.count:
         write_stdout(b"\n")                 # the -c count did not end its line
-    text = report.json() if run.opts.report == "json" else report.text()
+    text = report.json() if report.opts.report == "json" else report.text()
     write_stdout(text.encode())
+
+
+# ---------------------------------------------------------------- --procs=N
+
+COUNT_NAMES = ("remaining", "sent", "next_number")
+
+
+class Stopped(Exception):
+    """A worker of --procs got SIGTERM: the group is being stopped."""
+
+
+def run_group(opts, msg, tls, run_id):
+    """--procs=N: the sessions (-s) split over N forked workers, which
+    take their messages from one budget and their -N numbers from one
+    sequence (shared memory: smtpcore/procs.py), so that nothing is sent
+    twice or repeats.  The first process waits for them, ends the -c
+    line, and writes one report merged from theirs (each worker leaves its
+    counts and histograms in a file of its own).  A worker's fatal error
+    stops the others: exit status 1."""
+    import pickle
+    import signal
+    import tempfile
+
+    workers = min(opts.procs, opts.sessions)
+    counts = procs.SharedCounts(COUNT_NAMES)
+    counts.remaining, counts.next_number = opts.messages, 1
+    results = [tempfile.TemporaryFile() for _ in range(workers)] if opts.report else None
+    start_ns = time.monotonic_ns()
+
+    def stop(signo, frame):
+        raise Stopped()
+
+    def worker(index):
+        signal.signal(signal.SIGTERM, stop)
+        run = Run(opts, msg, Content(opts, os.getpid()), counts)
+        run.tls_context, run.tls_hostname = tls
+        run.run_id = run_id
+        status = 1
+        try:
+            sessions = opts.sessions // workers + (index < opts.sessions % workers)
+            send(run, sessions, start_ns)
+            status = 0
+        except (messages.Fatal, Stopped):
+            pass
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)   # the report is written whole
+            run.close_all()
+            if results is not None:
+                pickle.dump(run.report.state(), results[index])
+                results[index].flush()
+        return status
+
+    status, signo = procs.Supervisor(workers, worker, msg, replace=False).run()
+    if signo is not None:                   # SIGTERM or SIGINT: die of it, as Postfix
+        signal.signal(signo, signal.SIG_DFL)
+        os.kill(os.getpid(), signo)
+    if opts.count and not status:
+        write_stdout(b"\n")
+    if results is not None:
+        report = Report(opts)
+        report.run_id = run_id
+        for result in results:
+            result.seek(0)
+            if result.read(1):
+                result.seek(0)
+                report.merge(pickle.load(result))
+            result.close()
+        finish_report(report, start_ns, status)
+    return status
 
 
 if __name__ == "__main__":

@@ -11,6 +11,21 @@ for each side (median over the pairs) and the median of the per-pair
 ratios ours/Postfix.  Memory rows: peak RSS of the sink holding 1000 idle
 sessions, and of the source running -s 1000.
 
+Extension rows (--only report,pipelining,procs-sink,procs-source, or a
+single row as "procs-sink:conn"), each a set of variants run in turn, the
+order turning each round (A B, B A, ...), a fresh sink for each run:
+report        our source -s 20 -d plain and with --report=json, to Postfix's
+              smtp-sink: what the measurement costs (target: under 10 %)
+pipelining    our source -s 20 -d plain, --pipelining and --ehlo alone (which
+              --pipelining implies), to our smtp_sink.py
+procs-sink    Postfix's smtp-source -s 40 (-d: reuse; without: conn) to our
+              sink with --procs=1, 2 and 4, and to Postfix's smtp-sink
+procs-source  our source -s 40 -d with --procs=1, 2 and 4, and Postfix's
+              smtp-source, to Postfix's smtp-sink
+Per variant: the median rate, the median of the per-pair ratios to the
+first variant and to "postfix", and the load generator's median CPU time
+(user + system, from os.wait4) with its ratio; a failed run counts 0.
+
 This is a benchmark, not a test: nothing here asserts a speed.  The
 figures are printed as a table and written as JSON (bench/results.json).
 """
@@ -26,6 +41,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -50,6 +66,34 @@ WORKLOADS = {
     "dump": (["-s", "20", "-d"], 5000, ["-d", "{dumps}/%H/m."]),
 }
 SOURCE_WORKLOADS = ("conn", "reuse", "large")
+
+
+def extension_rows():
+    """The rows for the extensions, "what:workload": (messages, variants),
+    a variant (name, sink kind, sink flags, source command).  Ratios are to
+    the first variant and to "postfix", where there is one."""
+    reuse, s40 = ["-s", "20", "-d"], ["-s", "40", "-d"]
+    ours, postfix = OUR_SOURCE + reuse, [POSTFIX_SOURCE]
+    procs = ("procs=1", "procs=2", "procs=4")
+
+    def sink_procs(flags):
+        return ([(p, "ours", ["--" + p], postfix + flags) for p in procs]
+                + [("postfix", "postfix", [], postfix + flags)])
+    return {
+        # what the measurement costs (target: under 10 %)
+        "report:reuse": (20000, [("plain", "postfix", [], ours),
+                                 ("--report=json", "postfix", [], ours + ["--report=json"])]),
+        # MAIL, RCPT and DATA in one write (--ehlo alone: --pipelining implies it)
+        "pipelining:reuse": (20000, [("plain", "ours", [], ours)] + [
+            (flag, "ours", [], ours + [flag]) for flag in ("--pipelining", "--ehlo")]),
+        # our sink's worker processes, loaded by Postfix's smtp-source
+        "procs-sink:reuse": (20000, sink_procs(s40)),
+        "procs-sink:conn": (6000, sink_procs(["-s", "40"])),
+        # our source's worker processes, sending to Postfix's smtp-sink
+        "procs-source:reuse": (20000, [(p, "postfix", [], OUR_SOURCE + s40 + ["--" + p])
+                                       for p in procs]
+                               + [("postfix", "postfix", [], postfix + s40)]),
+    }
 
 
 def free_port():
@@ -103,48 +147,60 @@ class Sink:
 
 
 def timed(cmd):
-    """Run a load generator; returns (seconds, exit status)."""
-    start = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, err = proc.communicate(timeout=600)
-    elapsed = time.monotonic() - start
-    if proc.returncode != 0:
-        sys.stderr.write("  %s: exit %s: %s\n" % (" ".join(cmd[-6:]), proc.returncode,
-                                                  err.decode(errors="replace")[-300:]))
-    return elapsed, proc.returncode
+    """Run a load generator; returns (wall seconds, CPU seconds, exit
+    status).  The CPU time (user + system, from os.wait4; with its worker
+    processes, when it waits for them) is what other load on the machine
+    disturbs less."""
+    with tempfile.TemporaryFile() as err:
+        start = time.monotonic()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+        killer = threading.Timer(600, proc.kill)
+        killer.start()
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.monotonic() - start
+        killer.cancel()
+        proc.returncode = status = (os.WEXITSTATUS(status) if os.WIFEXITED(status)
+                                    else -os.WTERMSIG(status))
+        if status != 0:
+            err.seek(0)
+            sys.stderr.write("  %s: exit %s: %s\n" % (" ".join(cmd[-6:]), status,
+                                                      err.read().decode(errors="replace")[-300:]))
+    return elapsed, usage.ru_utime + usage.ru_stime, status
+
+
+def run_variants(variants, count, pairs, dumps="", rotate=True):
+    """Run each variant (name, sink kind, sink flags, source command) once
+    a round, `-m count`, a fresh sink for each run; with rotate the order
+    turns each round (A B, B A, ...) so that no variant always goes first.
+    Returns ({name: [msg/s]}, {name: [CPU s]}); a failed run counts 0."""
+    rates = {variant[0]: [] for variant in variants}
+    cpu = {variant[0]: [] for variant in variants}
+    for round_ in range(pairs):
+        shift = round_ % len(variants) if rotate else 0
+        for name, sink_kind, sink_extra, source in variants[shift:] + variants[:shift]:
+            sink = Sink(sink_kind, sink_extra, dumps)
+            try:
+                elapsed, used, status = timed(source + ["-m", str(count),
+                                                        "127.0.0.1:%d" % sink.port])
+            finally:
+                sink.stop()
+                clear(dumps)
+            rates[name].append(count / elapsed if status == 0 else 0.0)
+            cpu[name].append(used if status == 0 else 0.0)
+    return rates, cpu
 
 
 def run_sink_row(name, kinds, pairs, scale, dumps):
     flags, count, sink_extra = WORKLOADS[name]
-    count = max(1, int(count * scale))
-    rates = {kind: [] for kind in kinds}
-    for _ in range(pairs):
-        for kind in kinds:
-            sink = Sink(kind, sink_extra, dumps)
-            try:
-                elapsed, status = timed([POSTFIX_SOURCE] + flags
-                                        + ["-m", str(count), "127.0.0.1:%d" % sink.port])
-            finally:
-                sink.stop()
-                clear(dumps)
-            rates[kind].append(count / elapsed if status == 0 else 0.0)
-    return rates
+    variants = [(kind, kind, sink_extra, [POSTFIX_SOURCE] + flags) for kind in kinds]
+    return run_variants(variants, max(1, int(count * scale)), pairs, dumps, rotate=False)[0]
 
 
 def run_source_row(name, pairs, scale):
     flags, count, _ = WORKLOADS[name]
-    count = max(1, int(count * scale))
-    rates = {"ours": [], "postfix": []}
-    for _ in range(pairs):
-        for kind, cmd in (("ours", OUR_SOURCE), ("postfix", [POSTFIX_SOURCE])):
-            sink = Sink("postfix", [], "")
-            try:
-                elapsed, status = timed(cmd + flags + ["-m", str(count),
-                                                       "127.0.0.1:%d" % sink.port])
-            finally:
-                sink.stop()
-            rates[kind].append(count / elapsed if status == 0 else 0.0)
-    return rates
+    variants = [(kind, "postfix", [], cmd + flags)
+                for kind, cmd in (("ours", OUR_SOURCE), ("postfix", [POSTFIX_SOURCE]))]
+    return run_variants(variants, max(1, int(count * scale)), pairs, rotate=False)[0]
 
 
 def clear(directory):
@@ -153,14 +209,34 @@ def clear(directory):
             shutil.rmtree(os.path.join(directory, entry), ignore_errors=True)
 
 
+def median_ratio(values, bases, digits=3):
+    """The median of the per-pair ratios value/base (a failed base left out)."""
+    ratios = [v / b for v, b in zip(values, bases) if b]
+    return round(statistics.median(ratios), digits) if ratios else None
+
+
 def summarise(rates, base="postfix"):
     row = {kind: round(statistics.median(values), 1) for kind, values in rates.items()}
     row["rates"] = {kind: [round(v, 1) for v in values] for kind, values in rates.items()}
-    ratios = [o / b for o, b in zip(rates["ours"], rates[base]) if b]
-    row["ratio"] = round(statistics.median(ratios), 3) if ratios else None
+    row["ratio"] = median_ratio(rates["ours"], rates[base])
     if "aiosmtpd" in rates:
-        vs = [o / a for o, a in zip(rates["ours"], rates["aiosmtpd"]) if a]
-        row["vs_aiosmtpd"] = round(statistics.median(vs), 2) if vs else None
+        row["vs_aiosmtpd"] = median_ratio(rates["ours"], rates["aiosmtpd"], 2)
+    return row
+
+
+def summarise_variants(rates, cpu):
+    """An extension row: per variant the median rate and CPU time, and the
+    median ratios to the first variant (and to "postfix")."""
+    first = next(iter(rates))
+    row = {}
+    for name, values in rates.items():
+        row[name] = {"rate": round(statistics.median(values), 1),
+                     "rates": [round(v, 1) for v in values],
+                     "cpu_s": round(statistics.median(cpu[name]), 3),
+                     "ratio": median_ratio(values, rates[first]),
+                     "cpu_ratio": median_ratio(cpu[name], cpu[first]),
+                     "vs_postfix": median_ratio(values, rates["postfix"])
+                     if "postfix" in rates else None}
     return row
 
 
@@ -220,6 +296,10 @@ def machine():
             "python": platform.python_version(), "kernel": platform.release()}
 
 
+def fmt(ratio):
+    return "-" if ratio is None else "%.3f" % ratio
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pairs", type=int, default=3)
@@ -237,7 +317,7 @@ def main():
     dumps = tempfile.mkdtemp(prefix="bench-dumps-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
     os.chmod(dumps, 0o777)
     results = {"machine": machine(), "pairs": args.pairs, "scale": args.scale,
-               "sink": {}, "source": {}, "memory": {}}
+               "sink": {}, "source": {}, "extensions": {}, "memory": {}}
     try:
         print("%-8s %-6s %12s %12s %12s %8s %10s" % ("row", "tool", "ours msg/s", "postfix",
                                                     "aiosmtpd", "ratio", "vs aiosmtpd"))
@@ -262,6 +342,20 @@ def main():
             results["source"][name] = row
             print("%-8s %-6s %12.0f %12.0f %12s %7.2fx" % (name, "source", row["ours"],
                                                           row["postfix"], "-", row["ratio"] or 0))
+            sys.stdout.flush()
+        rows = {name: spec for name, spec in extension_rows().items()
+                if not only or name in only or name.split(":")[0] in only}
+        if rows:
+            print("\n%-19s %-14s %9s %7s %10s %7s %9s" % (
+                "extension", "variant", "msg/s", "ratio", "vs postfix", "CPU s", "CPU ratio"))
+        for name, (count, variants) in rows.items():
+            row = summarise_variants(*run_variants(variants, max(1, int(count * args.scale)),
+                                                   args.pairs))
+            results["extensions"][name] = row
+            for variant, v in row.items():
+                print("%-19s %-14s %9s %7s %10s %7.2f %9s" % (
+                    name, variant, "%.0f" % v["rate"] if v["rate"] else "failed",
+                    fmt(v["ratio"]), fmt(v["vs_postfix"]), v["cpu_s"], fmt(v["cpu_ratio"])))
             sys.stdout.flush()
         if not args.no_memory and (not only or "memory" in only):
             mem = results["memory"]

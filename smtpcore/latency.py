@@ -110,6 +110,22 @@ class Histogram:
             counts[index] += end - k
             k = end
 
+    def state(self):
+        """(counts, min, max): all there is to it, for merge()."""
+        return self.counts, self._min, self._max
+
+    def merge(self, state):
+        """Count the values of another histogram (its state()) too."""
+        counts, low, high = state
+        mine = self.counts
+        for index, number in enumerate(counts):
+            if number:
+                mine[index] += number
+        if high > self._max:
+            self._max = high
+        if low < self._min:
+            self._min = low
+
     @property
     def count(self):
         return sum(self.counts)

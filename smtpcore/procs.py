@@ -18,7 +18,6 @@ for the whole group to end (-M, -n).
 
 import contextlib
 import mmap
-import multiprocessing
 import os
 import signal
 import struct
@@ -36,6 +35,7 @@ class SharedCounters:
         self.names = list(names)
         self.index = {name: i for i, name in enumerate(self.names)}
         self.memory = mmap.mmap(-1, _SLOT.size * max(1, len(self.names)))
+        import multiprocessing      # (only here: it takes a while to import)
         self.lock = multiprocessing.Lock()
 
     def __getitem__(self, name):
@@ -92,13 +92,16 @@ class Supervisor:
     which returns (0, None) when every worker is done or one asked the
     group to end (request_finish), or (None, signal number) when SIGTERM
     or SIGINT stopped the group.  A worker that dies otherwise is reported
-    and replaced.
+    and replaced; with replace=False the group is stopped instead and
+    run() returns (1, None).
     """
 
-    def __init__(self, count, worker, msg, tick=0, on_tick=None, on_signal=None):
+    def __init__(self, count, worker, msg, tick=0, on_tick=None, on_signal=None,
+                 replace=True):
         """tick/on_tick: call on_tick() every tick seconds; on_signal: a dict
         signal number -> what to call when the parent gets that signal."""
         self.count, self.worker, self.msg = count, worker, msg
+        self.replace, self.failed = replace, False
         self.tick, self.on_tick = tick, on_tick
         self.on_signal = dict(on_signal or {})
         self.children = {}                  # pid -> index
@@ -135,6 +138,9 @@ class Supervisor:
                     self.on_signal[info.si_signo]()
                 elif info.si_signo == signal.SIGCHLD:
                     self._reap(old_mask)
+                    if self.failed:
+                        self.stop()
+                        return 1, None
                     if not self.children:
                         return 0, None
                 elif info.si_signo == signal.SIGUSR2:
@@ -185,6 +191,9 @@ class Supervisor:
                 continue
             if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
                 continue                    # it finished its share
+            if not self.replace:
+                self.failed = True          # it said why (a fatal error)
+                continue
             how = ("exit status %d" % os.WEXITSTATUS(status) if os.WIFEXITED(status)
                    else "signal %d" % os.WTERMSIG(status))
             self.msg.warning("worker %d (pid %d) died with %s; starting another"

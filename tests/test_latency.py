@@ -60,6 +60,29 @@ class HistogramTests(unittest.TestCase):
             self.assertEqual(hist.percentiles((0.5, 0.9, 0.99)),
                              [hist.percentile(f) for f in (0.5, 0.9, 0.99)])
 
+    def test_merged_histograms_are_the_histogram_of_all_values(self):
+        # --procs: each worker's histogram, merged, must give the
+        # percentiles of all the values together (not an average of them).
+        rng = random.Random(11)
+        parts = [[rng.randint(10 ** 4, 10 ** 5) for _ in range(3000)],
+                 [rng.randint(10 ** 6, 10 ** 7) for _ in range(1000)],
+                 []]
+        merged, whole = Histogram(), Histogram()
+        for part in parts:
+            hist = Histogram()
+            for value in part:
+                hist.record(value)
+                whole.record(value)
+            merged.merge(hist.state())
+        values = parts[0] + parts[1]
+        self.assertEqual(list(merged.counts), list(whole.counts))
+        self.assertEqual((merged.count, merged.min, merged.max),
+                         (len(values), min(values), max(values)))
+        for fraction in (0.5, 0.75, 0.9, 0.99):
+            true = exact(values, fraction)
+            self.assertLessEqual(abs(merged.percentile(fraction) - true), true / 256 + 1)
+        self.assertGreater(merged.percentile(0.9), 10 ** 6)     # the slow worker shows
+
     def test_one_value(self):
         hist = Histogram()
         hist.record(123456789)
