@@ -1283,7 +1283,8 @@ class Report:
         """Count the samples gathered so far (see the class's docstring)."""
         for histogram, samples in zip(self.histograms, self.samples):
             if samples:
-                histogram.add_sorted(sorted(samples))
+                samples.sort()              # in place: no copy to allocate
+                histogram.add_sorted(samples)
                 samples.clear()             # (the sessions append to them)
         self.codes.update(self.code_log)
         self.code_log.clear()

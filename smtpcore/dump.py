@@ -85,6 +85,24 @@ def unescape(text):
     return bytes(out if nul < 0 else out[:nul])
 
 
+def per_second(function):
+    """function(arg, when), remembered for the last whole second of `when`
+    it was called with (strftime has no finer unit; a busy sink makes
+    thousands of captures a second), and the time zone (tzset())."""
+    last = {}
+
+    def cached(arg, when):
+        key = (arg, int(when), time.timezone, time.tzname)
+        value = last.get(key)
+        if value is None:
+            last.clear()
+            value = last[key] = function(arg, when)
+        return value
+    cached.__doc__ = function.__doc__
+    return cached
+
+
+@per_second
 def expand_template(template, when):
     """strftime(3) a path template with the local time `when` -> bytes."""
     raw = template.encode("utf-8", "surrogateescape").decode("latin-1")
@@ -97,6 +115,11 @@ def expand_template(template, when):
 
 def mail_date(when):
     """RFC 2822 date as Postfix writes it: 'Sun,  5 Mar 2026 07:08:10 +0000 (UTC)'."""
+    return _mail_date(None, when)
+
+
+@per_second
+def _mail_date(_, when):
     return time.strftime("%a, %e %b %Y %H:%M:%S %z (%Z)", time.localtime(when))
 
 
