@@ -264,6 +264,7 @@ import json
 import os
 import random
 import re
+import signal
 import socket
 import struct
 import sys
@@ -488,8 +489,8 @@ class Run:
         self.rcpts = [b"RCPT TO:<" + address + b">" for address in
                       recipient_addresses(opts.recipient, opts.recipients)]
         self.report = Report(opts) if opts.report else None
-        self.run_id = integrity.new_run_id() if opts.integrity else None
-        self.tls_context = None             # main() makes it for --tls/--starttls
+        self.run_id = None                  # main() makes these: --integrity,
+        self.tls_context = None             # --tls/--starttls
         self.tls_hostname = None
         self.start_ns = 0                   # set just before the first session
         self.interval_ns = int(1e9 / opts.rate) if opts.rate else 0
@@ -526,9 +527,9 @@ class Run:
     def message_sent(self):
         """-c: show the running count."""
         counts = self.counts
-        with counts.lock:
+        with counts.lock:               # --procs: the counts appear in order
             counts.sent = sent = counts.sent + 1
-        write_stdout(b"%d\r" % sent)
+            write_stdout(b"%d\r" % sent)
 
     def delay(self):
         """-w / -R: the pause after each message, in seconds."""
@@ -931,11 +932,13 @@ class ExtendedSession(Session):
     def __init__(self, run, seq=0):
         self.extensions = {}
         self.pipelining = self.chunking = self.size_param = False
+        self.tls_up = False             # this connection speaks TLS
         super().__init__(run, seq)
 
     def open(self):
         """connect, [TLS], greeting, EHLO, [STARTTLS, TLS, EHLO]."""
         opts = self.opts
+        self.tls_up = False
         yield from self.connect()
         if opts.tls:
             yield from self.implicit_tls()
@@ -1044,7 +1047,7 @@ class ExtendedSession(Session):
             self.msg.info("TLS connection established: %s %s"
                           % (sock.version(), sock.cipher()[0]))
         self.reader = replies.ReplyReader(sock)
-        self.reply_wait = self.tls_reply_wait
+        self.tls_up = True
 
     def tls_failed(self, err):
         if self.run.report is not None:
@@ -1053,10 +1056,12 @@ class ExtendedSession(Session):
         detail = getattr(err, "verify_message", None)
         self.msg.fatal("TLS handshake failed: %s" % (text + ": " + detail if detail else text))
 
-    def tls_reply_wait(self):
+    def reply_wait(self):
         """With TLS, decrypted bytes may wait inside the SSL object, where
         the poller cannot see them."""
-        return None if self.reader.buffer or self.sock.pending() else READABLE
+        if self.reader.buffer or (self.tls_up and self.sock.pending()):
+            return None
+        return READABLE
 
     # ---- the transaction
 
@@ -1234,6 +1239,7 @@ class Report:
         self.elapsed = 0.0
         self.status = 0
         self.run_id = None
+        self.held_signals = None
 
     def error(self, kind):
         self.errors[kind] += 1
@@ -1280,14 +1286,22 @@ class Report:
             self.recipients += delivered
 
     def flush(self):
-        """Count the samples gathered so far (see the class's docstring)."""
-        for histogram, samples in zip(self.histograms, self.samples):
-            if samples:
-                samples.sort()              # in place: no copy to allocate
-                histogram.add_sorted(samples)
-                samples.clear()             # (the sessions append to them)
-        self.codes.update(self.code_log)
-        self.code_log.clear()
+        """Count the samples gathered so far (see the class's docstring);
+        held_signals (--procs: SIGTERM) wait until it is done."""
+        held = self.held_signals
+        if held:
+            signal.pthread_sigmask(signal.SIG_BLOCK, held)
+        try:
+            for histogram, samples in zip(self.histograms, self.samples):
+                if samples:
+                    samples.sort()          # in place: no copy to allocate
+                    histogram.add_sorted(samples)
+                    samples.clear()         # (the sessions append to them)
+            self.codes.update(self.code_log)
+            self.code_log.clear()
+        finally:
+            if held:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
 
     # ---- --procs: a worker's figures, merged into the first process's report
 
@@ -1793,13 +1807,15 @@ def run_group(opts, msg, tls, run_id):
     counts and histograms in a file of its own).  A worker's fatal error
     stops the others: exit status 1."""
     import pickle
-    import signal
     import tempfile
 
     workers = min(opts.procs, opts.sessions)
-    counts = procs.SharedCounts(COUNT_NAMES)
+    try:
+        counts = procs.SharedCounts(COUNT_NAMES)
+        results = [tempfile.TemporaryFile() for _ in range(workers)] if opts.report else None
+    except (OSError, ImportError) as err:   # no /dev/shm, no writable TMPDIR
+        msg.fatal("--procs: %s" % err)
     counts.remaining, counts.next_number = opts.messages, 1
-    results = [tempfile.TemporaryFile() for _ in range(workers)] if opts.report else None
     start_ns = time.monotonic_ns()
 
     def stop(signo, frame):
@@ -1810,6 +1826,8 @@ def run_group(opts, msg, tls, run_id):
         run = Run(opts, msg, Content(opts, os.getpid()), counts)
         run.tls_context, run.tls_hostname = tls
         run.run_id = run_id
+        if run.report is not None:
+            run.report.held_signals = {signal.SIGTERM}      # flush() is not cut short
         status = 1
         try:
             sessions = opts.sessions // workers + (index < opts.sessions % workers)
@@ -1834,17 +1852,17 @@ def run_group(opts, msg, tls, run_id):
     if results is not None:
         report = Report(opts)
         report.run_id = run_id
-        for result in results:
+        for index, result in enumerate(results):
             result.seek(0)
-            if result.read(1):
-                result.seek(0)
+            try:
                 report.merge(pickle.load(result))
+            except (EOFError, pickle.UnpicklingError, ValueError):
+                msg.warning("worker %d left no figures for the report" % index)
             result.close()
         finish_report(report, start_ns, status)
     return status
 
 
 if __name__ == "__main__":
-    import signal
     signal.signal(signal.SIGINT, signal.SIG_DFL)    # as Postfix: ^C just ends it
     sys.exit(main())

@@ -24,6 +24,7 @@ message is never acknowledged unless it was stored.
 
 import errno
 import fcntl
+import functools
 import itertools
 import os
 import socket
@@ -91,6 +92,7 @@ def per_second(function):
     thousands of captures a second), and the time zone (tzset())."""
     last = {}
 
+    @functools.wraps(function)
     def cached(arg, when):
         key = (arg, int(when), time.timezone, time.tzname)
         value = last.get(key)
@@ -98,7 +100,6 @@ def per_second(function):
             last.clear()
             value = last[key] = function(arg, when)
         return value
-    cached.__doc__ = function.__doc__
     return cached
 
 

@@ -90,8 +90,8 @@ class Histogram:
             return
         counts = self.counts
         first, last = values[lo] - offset, values[hi - 1] - offset
-        if last > self._max:
-            self._max = last
+        if max(last, 0) > self._max:
+            self._max = max(last, 0)
         if max(first, 0) < self._min:
             self._min = max(first, 0)
         k = lo
@@ -111,16 +111,17 @@ class Histogram:
             k = end
 
     def state(self):
-        """(counts, min, max): all there is to it, for merge()."""
-        return self.counts, self._min, self._max
+        """([(bucket, count)] of the buckets used, min, max): all there is
+        to it, small, for merge()."""
+        used = [(index, number) for index, number in enumerate(self.counts) if number]
+        return used, self._min, self._max
 
     def merge(self, state):
         """Count the values of another histogram (its state()) too."""
-        counts, low, high = state
+        used, low, high = state
         mine = self.counts
-        for index, number in enumerate(counts):
-            if number:
-                mine[index] += number
+        for index, number in used:
+            mine[index] += number
         if high > self._max:
             self._max = high
         if low < self._min:

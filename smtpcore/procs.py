@@ -23,6 +23,7 @@ import signal
 import struct
 import sys
 import time
+import traceback
 
 _SLOT = struct.Struct("q")
 
@@ -123,7 +124,11 @@ class Supervisor:
             if started is not None:
                 started()
             for index in range(self.count):
-                self._spawn(index, old_mask)
+                try:
+                    self._spawn(index, old_mask)
+                except OSError as err:      # EAGAIN, ENOMEM: none or all
+                    self.stop()
+                    self.msg.fatal("fork: %s" % os.strerror(err.errno))
             due = time.monotonic() + self.tick
             while True:
                 if self.tick > 0:
@@ -168,6 +173,7 @@ class Supervisor:
             except SystemExit as exit:
                 status = exit.code if isinstance(exit.code, int) else 1
             except BaseException:
+                traceback.print_exc()       # a bug: say where
                 status = 1
             finally:
                 try:
@@ -192,7 +198,10 @@ class Supervisor:
             if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
                 continue                    # it finished its share
             if not self.replace:
-                self.failed = True          # it said why (a fatal error)
+                self.failed = True          # a fatal error says why; a signal:
+                if os.WIFSIGNALED(status):
+                    self.msg.warning("worker %d (pid %d) died with signal %d"
+                                     % (index, pid, os.WTERMSIG(status)))
                 continue
             how = ("exit status %d" % os.WEXITSTATUS(status) if os.WIFEXITED(status)
                    else "signal %d" % os.WTERMSIG(status))

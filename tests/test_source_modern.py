@@ -317,6 +317,18 @@ class StartTlsTests(ModernCase):
                              ["S", "C", "S", "C", "S", "T"])
         self.assertEqual(sum(len(conn.messages()) for conn in result.connections), 4)
 
+    def test_starttls_on_every_new_connection(self):
+        # Without -d each message has a connection of its own: each starts
+        # in clear text again (regression: the second one crashed, still
+        # looking for data inside the first connection's TLS object).
+        result = self.source(["--starttls", "-s", "1", "-m", "3"], self.replies(), tls=True)
+        self.assertOk(result, connections=3)
+        for conn in result.connections:
+            self.assertTrue(conn.tls.startswith("TLS"), conn.tls)
+            self.assertEqual(conn.commands()[:3], [b"EHLO client.example\r\n", b"STARTTLS\r\n",
+                                                   b"EHLO client.example\r\n"])
+            self.assertEqual(len(conn.messages()), 1)
+
     def test_with_everything(self):
         # STARTTLS, pipelining, chunking, SIZE and the integrity line, over
         # LMTP with replies in several TLS records at once.

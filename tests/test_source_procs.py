@@ -116,7 +116,9 @@ class ProcsTest(unittest.TestCase):
         self.assertEqual((report["status"], report["sessions"], report["messages"]), (1, 2, 0))
         self.assertEqual(report["errors"]["rejected_mail"], 1)
 
-    def test_sigterm_stops_every_process(self):
+    def waiting_group(self):
+        """Our source with two processes, each with a session waiting for
+        a HELO reply that never comes; (process, server, worker pids)."""
         server = FakeServer({"helo": SILENCE}).start(self)
         proc = subprocess.Popen(support.python_cmd(support.SOURCE, "--procs=2", "-s", "2",
                                                    "-m", "4", server.target),
@@ -138,12 +140,28 @@ class ProcsTest(unittest.TestCase):
         with open("/proc/%d/task/%d/children" % (proc.pid, proc.pid)) as f:
             workers = [int(pid) for pid in f.read().split()]
         self.assertEqual(len(workers), 2)
-        proc.terminate()
-        self.assertEqual(proc.wait(support.TIMEOUT), -signal.SIGTERM)
+        return proc, server, workers
+
+    def assertAllGone(self, server, workers):
         for pid in workers:
             self.assertFalse(os.path.exists("/proc/%d" % pid), "worker %d is left" % pid)
         self.assertEqual(len(server.settle()), 2)     # both connections ended
+
+    def test_sigterm_stops_every_process(self):
+        proc, server, workers = self.waiting_group()
+        proc.terminate()
+        self.assertEqual(proc.wait(support.TIMEOUT), -signal.SIGTERM)
+        self.assertAllGone(server, workers)
         self.assertEqual(proc.stderr.read(), b"")
+
+    def test_a_worker_killed_stops_the_group_and_is_reported(self):
+        proc, server, workers = self.waiting_group()
+        os.kill(workers[1], signal.SIGKILL)
+        self.assertEqual(proc.wait(support.TIMEOUT), 1)
+        self.assertAllGone(server, workers)
+        self.assertRegex(proc.stderr.read(),
+                         rb"\Asmtp-source: warning: worker [01] \(pid %d\) died with signal 9\n\Z"
+                         % workers[1])
 
     def test_bad_values(self):
         for value in ("0", "257", "x", "2x", ""):

@@ -7,6 +7,7 @@ Postfix 3.7's smtp-source does (the reference notes, PART B).
 """
 
 import re
+import threading
 import time
 import unittest
 
@@ -318,9 +319,24 @@ class CounterTests(SessionCase):
 class SessionCountTests(SessionCase):
 
     def test_parallel_sessions(self):
-        result = self.source(M + ["-s", "2", "-m", "4"])
+        # The first two connections get their greeting only once both are
+        # open: one session at a time would never get past it.  (Timing
+        # alone proves nothing: a session may end before the other starts.)
+        both = threading.Barrier(2, timeout=support.TIMEOUT)
+        met = []
+
+        def greeting(conn, stage):
+            if conn.index < 2:
+                try:
+                    both.wait()
+                    met.append(conn.index)
+                except threading.BrokenBarrierError:
+                    pass
+            return b"220 fake ESMTP\r\n"
+        result = self.source(M + ["-s", "2", "-m", "4"], {"greeting": greeting})
         self.assertOk(result, connections=4)
-        self.assertEqual(max_parallel(result.connections), 2)
+        self.assertEqual(sorted(met), [0, 1])
+        self.assertLessEqual(max_parallel(result.connections), 2)
 
     def test_never_more_sessions_than_messages(self):
         result = self.source(M + ["-s", "5", "-m", "2"])
