@@ -563,14 +563,7 @@ class Session(loop.Waiter):
         """Send the replies; carry out pauses and what comes after them."""
         while True:
             if self.out:
-                data = b"".join(self.out)
-                self.out = []
-                try:
-                    sent = self.sock.send(data)
-                except BlockingIOError:
-                    sent = 0
-                if sent < len(data):
-                    yield from self.drain(data[sent:])
+                yield from self.flush()
             if final or self.pause is None:
                 return
             seconds, then = self.pause
@@ -583,8 +576,28 @@ class Session(loop.Waiter):
                 data, self.pending = self.pending, b""
                 self.feed(data)
 
+    def send_out(self):
+        """Send the replies in self.out as far as the socket takes them now;
+        returns the rest."""
+        out = self.out
+        data = out[0] if len(out) == 1 else b"".join(out)
+        self.out = []
+        try:
+            sent = self.sock.send(data)
+        except BlockingIOError:         # also TLS (TLSSocket)
+            sent = 0
+        return data[sent:]
+
+    def flush(self):
+        """Send the replies in self.out, all of them."""
+        rest = self.send_out()
+        if rest:
+            yield from self.drain(rest)
+
     def drain(self, data):
-        """The client is slow to read: wait until it takes all of data."""
+        """The client is slow to read: wait until it takes all of data (a
+        TLS write that could not go on is tried again with the same bytes,
+        as OpenSSL wants)."""
         timeout = self.settings.timeout
         data = memoryview(data)
         while data:
@@ -593,7 +606,7 @@ class Session(loop.Waiter):
                 raise WriteTimeout()
             try:
                 sent = self.sock.send(data)
-            except BlockingIOError:
+            except BlockingIOError:     # also TLS (TLSSocket)
                 sent = 0
             data = data[sent:]
 
@@ -999,59 +1012,11 @@ class ExtendedSession(Session):
                     return None
                 self.start_over()
 
-    def respond(self, final=False):
-        """As Session.respond, with every write through flush()."""
-        while True:
-            if self.out:
-                yield from self.flush()
-            if final or self.pause is None:
-                return
-            seconds, then = self.pause
-            self.pause = None
-            if seconds > 0:
-                yield seconds
-            if then is not None:
-                then()
-            if self.pause is None and self.pending:
-                data, self.pending = self.pending, b""
-                self.feed(data)
-
     def send_out(self):
-        """Send the replies in self.out as far as the socket takes them now;
-        returns the rest.  --stats counts them here."""
-        out = self.out
-        data = out[0] if len(out) == 1 else b"".join(out)
-        self.out = []
+        """Session.send_out(); --stats counts the replies here."""
         if self.stats is not None:
-            self.stats.count_replies(data)
-        try:
-            sent = self.sock.send(data)
-        except BlockingIOError:         # also TLS (TLSSocket)
-            sent = 0
-        return data[sent:]
-
-    def flush(self):
-        """Send the replies in self.out, all of them."""
-        rest = self.send_out()
-        if rest:
-            yield from self.drain(rest)
-
-    def drain(self, data):
-        """Send all of data, waiting (up to -t seconds at a time) while the
-        client is slow to take it.  A TLS write that cannot go on is
-        retried with the same bytes, as OpenSSL wants."""
-        sock, timeout = self.sock, self.settings.timeout
-        while True:
-            try:
-                sent = sock.send(data)
-            except BlockingIOError:     # also TLS (TLSSocket)
-                sent = 0
-            data = data[sent:]
-            if not data:
-                return
-            self.deadline = time.monotonic() + timeout
-            if not (yield loop.WRITABLE):
-                raise WriteTimeout()
+            self.stats.count_replies(b"".join(self.out))    # (one: no copy)
+        return Session.send_out(self)
 
     # ---- TLS (--tls-cert, --tls-key, --tls)
 

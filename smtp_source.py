@@ -1745,7 +1745,7 @@ def main(argv=None):
         run = Run(opts, msg, Content(opts, os.getpid()))
         run.tls_context, run.tls_hostname = tls
         run.run_id = run_id
-        send(run, opts.sessions, time.monotonic_ns())
+        run_sessions(run, opts.sessions, time.monotonic_ns())
 
         # 6. End the -c count.
         if opts.count:
@@ -1764,7 +1764,7 @@ def main(argv=None):
                 finish_report(run.report, run.start_ns, status)
 
 
-def send(run, sessions, start_ns):
+def run_sessions(run, sessions, start_ns):
     """5. Run the sessions until the messages are sent.  As in Postfix,
     every session claims its first message before any starts; one that
     finds none left never connects (and the count of messages still to
@@ -1831,7 +1831,7 @@ def run_group(opts, msg, tls, run_id):
         status = 1
         try:
             sessions = opts.sessions // workers + (index < opts.sessions % workers)
-            send(run, sessions, start_ns)
+            run_sessions(run, sessions, start_ns)
             status = 0
         except (messages.Fatal, Stopped):
             pass

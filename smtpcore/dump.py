@@ -87,18 +87,18 @@ def unescape(text):
 
 
 def per_second(function):
-    """function(arg, when), remembered for the last whole second of `when`
+    """function(..., when), remembered for the last whole second of `when`
     it was called with (strftime has no finer unit; a busy sink makes
     thousands of captures a second), and the time zone (tzset())."""
     last = {}
 
     @functools.wraps(function)
-    def cached(arg, when):
-        key = (arg, int(when), time.timezone, time.tzname)
+    def cached(*args):
+        key = (args[:-1], int(args[-1]), time.timezone, time.tzname)
         value = last.get(key)
         if value is None:
             last.clear()
-            value = last[key] = function(arg, when)
+            value = last[key] = function(*args)
         return value
     return cached
 
@@ -114,13 +114,9 @@ def expand_template(template, when):
     return time.strftime(raw, time.localtime(when)).encode("latin-1", "replace")
 
 
+@per_second
 def mail_date(when):
     """RFC 2822 date as Postfix writes it: 'Sun,  5 Mar 2026 07:08:10 +0000 (UTC)'."""
-    return _mail_date(None, when)
-
-
-@per_second
-def _mail_date(_, when):
     return time.strftime("%a, %e %b %Y %H:%M:%S %z (%Z)", time.localtime(when))
 
 
