@@ -20,30 +20,32 @@ import contextlib
 import mmap
 import os
 import signal
-import struct
 import sys
 import time
 import traceback
 
-_SLOT = struct.Struct("q")
-
-
 class SharedCounters:
     """Named 64-bit counters in anonymous shared memory (inherited by
-    forked processes), with one lock for consistent updates and reads."""
+    forked processes), with one lock for consistent updates and reads.
+
+    A counter is one aligned 8-byte slot written with a single store, so
+    a read without the lock sees the old value or the new one, never a
+    mixture.  (struct.pack_into would not do: it clears the slot before
+    it writes, and another process could read that 0.)"""
 
     def __init__(self, names):
         self.names = list(names)
         self.index = {name: i for i, name in enumerate(self.names)}
-        self.memory = mmap.mmap(-1, _SLOT.size * max(1, len(self.names)))
+        self.memory = mmap.mmap(-1, 8 * max(1, len(self.names)))
+        self.slots = memoryview(self.memory).cast("q")
         import multiprocessing      # (only here: it takes a while to import)
         self.lock = multiprocessing.Lock()
 
     def __getitem__(self, name):
-        return _SLOT.unpack_from(self.memory, self.index[name] * _SLOT.size)[0]
+        return self.slots[self.index[name]]
 
     def __setitem__(self, name, value):
-        _SLOT.pack_into(self.memory, self.index[name] * _SLOT.size, value)
+        self.slots[self.index[name]] = value
 
     def add(self, name, amount=1):
         """Add under the lock; returns the new value."""

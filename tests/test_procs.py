@@ -3,6 +3,7 @@
 import io
 import os
 import signal
+import time
 import unittest
 
 from smtpcore import messages, procs
@@ -22,6 +23,28 @@ class SharedCountersTest(unittest.TestCase):
         for pid in pids:
             os.waitpid(pid, 0)
         self.assertEqual(counters.snapshot(), {"messages": 2000, "sessions": 0})
+
+    def test_read_without_the_lock_is_never_torn(self):
+        # smtp_source.py --procs reads "remaining" without the lock to decide
+        # whether to QUIT; a read during another process's write must give
+        # the old value or the new one (a 0 here once ended a session early).
+        counters = procs.SharedCounters(["remaining", "done"])
+        values = (1 << 40) + 1, (1 << 40) + 2
+        counters["remaining"] = values[0]
+        pid = os.fork()
+        if pid == 0:
+            for _ in range(200000):
+                counters["remaining"] = values[1]
+                counters["remaining"] = values[0]
+            counters["done"] = 1
+            os._exit(0)
+        seen, deadline = set(), time.monotonic() + 30
+        while not counters["done"] and time.monotonic() < deadline:
+            for _ in range(1000):
+                seen.add(counters["remaining"])
+        _, status = os.waitpid(pid, 0)
+        self.assertEqual((status, counters["done"]), (0, 1))
+        self.assertLessEqual(seen, set(values))
 
 
 class SupervisorTest(unittest.TestCase):
