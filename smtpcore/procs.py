@@ -24,6 +24,7 @@ import sys
 import time
 import traceback
 
+
 class SharedCounters:
     """Named 64-bit counters in anonymous shared memory (inherited by
     forked processes), with one lock for consistent updates and reads.
@@ -36,8 +37,7 @@ class SharedCounters:
     def __init__(self, names):
         self.names = list(names)
         self.index = {name: i for i, name in enumerate(self.names)}
-        self.memory = mmap.mmap(-1, 8 * max(1, len(self.names)))
-        self.slots = memoryview(self.memory).cast("q")
+        self.slots = memoryview(mmap.mmap(-1, 8 * max(1, len(self.names)))).cast("q")
         import multiprocessing      # (only here: it takes a while to import)
         self.lock = multiprocessing.Lock()
 
