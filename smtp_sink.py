@@ -13,11 +13,11 @@ DESCRIPTION
     every transaction to files, rejects or delays chosen commands, or drops
     connections, so that a client's error handling can be exercised.
 
-    All sessions run in one thread, on one event loop, as in Postfix (a
-    thread per session is three times slower in Python: see
-    smtpcore/loop.py).  By default the program behaves like Postfix 3.7's
-    smtp-sink, byte for byte, so that command lines and scripts written for
-    that program work unchanged.
+    Each session runs in a thread of its own (socketserver with a pool of
+    session threads), or, with --engine=loop, all of them in one thread on
+    one event loop, as in Postfix.  By default the program behaves like
+    Postfix 3.7's smtp-sink, byte for byte, so that command lines and
+    scripts written for that program work unchanged.
 
     An endpoint is "host:port", "[address]:port" (also "[::1]:port"),
     ":port" or "port" (all IPv4 addresses), optionally with an "inet:"
@@ -136,9 +136,18 @@ EXTENSIONS
                 NAME being "seconds.MmicrosPpidQn.host".  The tmp, new
                 and cur directories are made when missing.  Not with -d
                 or -D.
+    --engine=threads|loop
+                How sessions are run.  threads (the default): a thread per
+                session, kept for the next one, waiting on its socket; the
+                design to read and to extend.  loop: every session in one
+                thread, on one event loop (epoll), as Postfix's own
+                program is built; the faster of the two, as CPython hands
+                its interpreter lock from thread to thread at each
+                system call (see the README's Benchmarks).  Replies,
+                captures, counters and timing are the same under both.
     --procs=N   N worker processes (1-256) serve the same endpoint, each
-                with its own event loop, so that more than one core is
-                used; on TCP each has its own listening socket
+                with its own sessions (under either engine), so that more
+                than one core is used; on TCP each has its own listening socket
                 (SO_REUSEPORT: the kernel spreads the clients).  -c, -M,
                 -n, --stats and --verify count for all of them together:
                 -M and -n end the whole group at the total, the -c lines
@@ -147,9 +156,13 @@ EXTENSIONS
                 worker 1 (pid 123) died with signal 9; starting another")
                 and replaced; SIGTERM and SIGINT stop every worker.  -m
                 applies to each worker.
-    --seed=N    Seed the random generator with N (an integer) instead of
+    --seed=N    Seed the random numbers with N (an integer) instead of
                 the time: the -W odds and the capture file ids (-d, and
-                "id" in Received:) repeat from run to run.
+                "id" in Received:) repeat from run to run.  Each session
+                draws from a stream of its own, Python's
+                random.Random("N:k") for the k-th session (0, 1, ..., in
+                the order the connections were accepted, in the whole
+                --procs group), whichever engine runs it.
     --stats=SECONDS[,FILE]
                 Write a statistics line (JSON, one object a line) every
                 SECONDS seconds (a decimal number; 0 for none), one when
@@ -211,21 +224,23 @@ EXIT STATUS
     0 after -M or -n (and --help); 1 after a usage or start-up error.
 """
 
-import collections
 import errno
-import json
 import os
+import queue
 import random
 import re
+import selectors
 import signal
 import socket
+import socketserver
 import struct
 import sys
 import syslog
 import threading
 import time
 
-from smtpcore import dump, endpoints, integrity, loop, messages, options, privileges, procs
+from smtpcore import (dump, endpoints, engine, integrity, messages, options, privileges,
+                      procs, stats, threads)
 
 # ----------------------------------------------------------------- constants
 
@@ -243,7 +258,6 @@ DEFAULT_TIMEOUT = 100           # -t, seconds
 DEFAULT_MAX_SESSIONS = 256      # -m
 MAX_LINE = 2048                 # a command line, CRLF included (Postfix's limit)
 RECV_SIZE = 65536
-MAX_PROCS = 256                 # --procs
 BATCH = 256                     # commands answered before their replies are sent
 SEND_FIRST = (0, None)          # a "pause" of nothing: send the replies, go on
 END_OF_DATA = b"\r\n.\r\n"      # RFC 5321 4.1.1.4, seen with the CRLF before it
@@ -267,11 +281,12 @@ GO_AHEAD = b"354 End data with <CR><LF>.<CR><LF>\r\n"
 BYE = b"221 Bye\r\n"
 
 # Our extensions (long options; see EXTENSIONS above), and what --help says.
-LONG_OPTIONS = ("help", "chunking", "keep-pipelining", "lmtp-replies=", "maildir=", "procs=",
-                "seed=", "stats=", "tls-cert=", "tls-key=", "tls", "verify")
+LONG_OPTIONS = ("help", "chunking", "engine=", "keep-pipelining", "lmtp-replies=", "maildir=",
+                "procs=", "seed=", "stats=", "tls-cert=", "tls-key=", "tls", "verify")
 LONG_USAGE = (
     "--help                   print this text and exit",
     "--chunking               announce CHUNKING and take BDAT (RFC 3030)",
+    "--engine=threads|loop    a thread per session (default), or one event loop",
     "--keep-pipelining        announce PIPELINING also with -f or -r",
     "--lmtp-replies=SPEC      LMTP replies per recipient, in turn (e.g. 250,452,550)",
     "--maildir=DIR            capture each message into the Maildir DIR (tmp/, new/)",
@@ -375,6 +390,7 @@ class Settings:
         self.verify = False                 # --verify
         self.maildir = None                 # --maildir
         self.procs = 1                      # --procs
+        self.engine = engine.DEFAULT_ENGINE # --engine
 
     @property
     def capturing(self):
@@ -445,7 +461,7 @@ class StartTls(Exception):
     rest of the input at hand, sent before TLS, is never parsed."""
 
 
-class Session(loop.Waiter):
+class Session(engine.Waiter):
     """One client connection: reads commands and message data, writes replies.
 
     The protocol side is plain method calls: feed() takes the bytes that
@@ -455,8 +471,11 @@ class Session(loop.Waiter):
     -A, -H) stops the parsing: self.pause says how long and what to do
     then, and the input not yet used waits in self.pending.
 
-    The I/O side is the generator run(), driven by the server's event loop.
+    The I/O side is the generator run(), driven by the server's engine.
     """
+
+    number = 0                  # the session's number (see SinkServer)
+    _random = None
 
     def __init__(self, server, sock, peer):
         self.server = server
@@ -531,7 +550,7 @@ class Session(loop.Waiter):
         """Greeting, then commands and replies until the client leaves;
         returns what -v says then (None: nothing)."""
         sock, timeout, feed = self.sock, self.settings.timeout, self.feed
-        recv, send, monotonic, readable = sock.recv, sock.send, time.monotonic, loop.READABLE
+        recv, send, monotonic, readable = sock.recv, sock.send, time.monotonic, engine.READABLE
         self.execute(self.table[b"connect"], b"connect", b"")
         yield from self.respond()
         while True:
@@ -602,7 +621,7 @@ class Session(loop.Waiter):
         data = memoryview(data)
         while data:
             self.deadline = time.monotonic() + timeout
-            if not (yield loop.WRITABLE):
+            if not (yield engine.WRITABLE):
                 raise WriteTimeout()
             try:
                 sent = self.sock.send(data)
@@ -720,11 +739,23 @@ class Session(loop.Waiter):
         else:
             self.out.append(line)
 
+    @property
+    def random(self):
+        """The session's random stream (-W odds, capture ids), made when
+        first needed: seeded by --seed (or the time) and the session's
+        number, so that with --seed a run repeats whatever the engine."""
+        if self._random is None:
+            self._random = self.server.session_random(self.number)
+        return self._random
+
+    def random_id(self):
+        return self.random.getrandbits(31)
+
     def delay_multiplier(self, odds):
         if not odds:
             return 1
         rolls = 0
-        while self.server.random.randrange(100) < odds:
+        while self.random.randrange(100) < odds:
             rolls += 1
         return rolls
 
@@ -892,7 +923,7 @@ class Session(loop.Waiter):
             header += [b"X-Helo-Args: ", self.helo_args, b"\n"]
         header += [b"X-Mail-Args: ", address_args(args), b"\n"]
         try:
-            capture.open(self.server.random_id)
+            capture.open(self.random_id)
             capture.add(b"".join(header))
         except OSError as err:
             capture_warning(self.msg, err, capture.path)
@@ -962,8 +993,6 @@ class ExtendedSession(Session):
         self.chunk_reply = None     # ... it is refused with this reply
         self.chunks = 0             # BDAT chunks taken in this transaction
         super().__init__(server, sock, peer)
-        if self.stats is not None:
-            self.stats.add("st_sessions")
 
     # ---- the conversation (I/O)
 
@@ -984,7 +1013,7 @@ class ExtendedSession(Session):
                     # TLS input already decrypted is not seen by the poller.
                     if not (tls and sock.pending()):
                         self.deadline = monotonic() + timeout
-                        if not (yield loop.READABLE):
+                        if not (yield engine.READABLE):
                             self.msg.warning("read timeout")
                             return None
                     try:
@@ -1036,9 +1065,9 @@ class ExtendedSession(Session):
                 self.sock.do_handshake()
                 break
             except ssl.SSLWantReadError:
-                wanted = loop.READABLE
+                wanted = engine.READABLE
             except ssl.SSLWantWriteError:
-                wanted = loop.WRITABLE
+                wanted = engine.WRITABLE
             except OSError as err:          # SSLError, a reset, an early EOF
                 self.msg.warning("TLS handshake failed: %s" % tls_error(err))
                 return False
@@ -1271,171 +1300,31 @@ def prepare_extensions(settings, msg):
             msg.fatal("open %s: %s" % (settings.stats_path, endpoints.strerror(err)))
 
 
-REPLY_CODE = re.compile(rb"^([0-9]{3})[ \r]", re.MULTILINE)    # a reply's last line
-
-
-class Statistics:
-    """--stats and --verify: the counters the sessions keep, and the JSON
-    lines that show them (every --stats interval, on SIGUSR1, at the end).
-
-    The lines are written by the loop's own thread, between two steps:
-    SIGUSR1 only writes a byte to a pipe that a small session here waits
-    on, as SIGTERM only asks the loop to stop."""
-
-    def __init__(self, server, settings):
-        self.server = server
-        self.counts = server.counts             # st_sessions, recipients, bytes
-        self.shared = server.group is not None  # --procs: codes go there too
-        self.interval = settings.stats_interval or 0
-        self.fd = settings.stats_fd             # -1: server.stdout
-        self.replies = collections.Counter()    # b"250" -> how many
-        self.sent = {}                          # what was sent -> how often
-        self.started = self.last_time = time.monotonic()
-        self.last = (0, 0, 0, 0)
-        self.wake_r, self.wake_w = os.pipe()
-        os.set_blocking(self.wake_r, False)
-        os.set_blocking(self.wake_w, False)
-
-    def add(self, name, amount=1):
-        """Count sessions, recipients, bytes (in all processes with --procs)."""
-        counts = self.counts
-        with counts.lock:
-            setattr(counts, name, getattr(counts, name) + amount)
-
-    def count_replies(self, data):
-        """Count what one write sent; the codes are read out of it later
-        (fold()), as the same few byte strings are sent again and again
-        (with --procs at once, into the counters the processes share)."""
-        if self.shared:
-            counts = self.counts
-            with counts.lock:
-                for code in REPLY_CODE.findall(data):
-                    name = "r" + code.decode()
-                    setattr(counts, name, getattr(counts, name) + 1)
-            return
-        sent = self.sent
-        sent[data] = sent.get(data, 0) + 1
-        if len(sent) > 1000:
-            self.fold()
-
-    def fold(self):
-        replies = self.replies
-        for data, times in self.sent.items():
-            for code in REPLY_CODE.findall(data):
-                replies[code] += times
-        self.sent = {}
-
-    def reply_counts(self):
-        """{"250": how many, ...}"""
-        if self.shared:
-            counts = self.counts
-            return {name[1:]: getattr(counts, name) for name in REPLY_NAMES
-                    if getattr(counts, name)}
-        self.fold()
-        return {code.decode(): n for code, n in sorted(self.replies.items())}
-
-    def start(self, event_loop):
-        """Run the interval timer and the SIGUSR1 listener on the loop."""
-        if self.interval > 0:
-            ticker = loop.Waiter()
-            ticker.steps = self.ticks()
-            event_loop.start(ticker)
-        listener = loop.Waiter()
-        listener.fd = self.wake_r
-        listener.steps = self.requests()
-        event_loop.start(listener)
-
-    def ticks(self):
-        due = time.monotonic() + self.interval
-        while True:
-            yield max(0.0, due - time.monotonic())
-            self.write("interval")
-            due += self.interval            # on the beat, without bursts after a stall
-            if due <= time.monotonic():
-                due = time.monotonic() + self.interval
-
-    def requests(self):
-        while True:
-            yield loop.READABLE
-            try:
-                while os.read(self.wake_r, 512):
-                    pass
-            except OSError:
-                pass
-            self.write("signal")
-
-    def request(self):
-        """Ask for a line soon; safe from a signal handler or another thread."""
-        fd = self.wake_w
-        if fd >= 0:
-            try:
-                os.write(fd, b"x")
-            except OSError:
-                pass
-
-    def line(self, event):
-        server, counts, now = self.server, self.counts, time.monotonic()
-        with counts.lock:
-            totals = (counts.st_sessions, counts.total, counts.recipients, counts.bytes)
-            active = counts.active
-        span = now - self.last_time
-        rates = {name: round((value - before) / span, 3) if span > 0 else 0.0
-                 for name, value, before in zip(("sessions", "messages", "recipients", "bytes"),
-                                                totals, self.last)}
-        self.last, self.last_time = totals, now
-        record = collections.OrderedDict([
-            ("event", event), ("time", round(time.time(), 3)),
-            ("uptime", round(now - self.started, 3)),
-            ("sessions", totals[0]), ("active", active),
-            ("messages", totals[1]), ("recipients", totals[2]), ("bytes", totals[3]),
-            ("rates", rates), ("replies", self.reply_counts())])
-        if server.verifier is not None:
-            record["verify"] = {"runs": server.verifier.totals(),
-                                "unmarked": server.verifier.unmarked}
-        return json.dumps(record) + "\n"
-
-    def write(self, event):
-        data = self.line(event).encode()
-        try:
-            if self.fd >= 0:
-                while data:
-                    data = data[os.write(self.fd, data):]
-            else:
-                self.server.stdout.write(data)
-                self.server.stdout.flush()
-        except (OSError, ValueError) as err:
-            self.server.msg.warning("statistics: %s" % err)
-
-    def close(self):
-        fd, self.wake_w = self.wake_w, -1       # a late SIGUSR1 writes nowhere
-        if fd < 0:
-            return
-        os.close(fd)
-        os.close(self.wake_r)
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-
 # -------------------------------------------------------------------- server
 
 ACCEPT_BATCH = 64           # connections taken per wake-up of the listener
 COUNTER_NAMES = ("sessions", "quits", "messages", "total", "active",   # -c -M -n
-                 "st_sessions", "recipients", "bytes")                 # --stats
-REPLY_NAMES = tuple("r%d" % code for code in range(200, 600))           # --procs --stats
+                 "begun", "recipients", "bytes")                       # --stats
 
 
-class SinkServer(loop.Waiter):
-    """The listening socket, the session limit (-m), and what sessions
-    share: counters (-c, -M, -n), the random generator, the way to stop.
+class SinkServer:
+    """What the sessions of one sink process share, and its listener.
 
-    All sessions run in one thread, on one event loop (smtpcore.loop):
-    the listener is a session of its own that accepts connections while
-    fewer than -m sessions are open, and otherwise waits (PARKED) in the
-    kernel's listen queue's stead.
+    Shared, behind counts.lock (with --procs the lock and the counters of
+    the whole group, in shared memory): the counters of -c, -M and -n, the
+    number of sessions begun (which numbers each session's random stream:
+    the -W odds and capture ids repeat with --seed), and the --stats and
+    --verify collectors.  Behind self.lock, of this process only: the open
+    sessions, which -m limits.
+
+    Two subclasses run the sessions, one per engine (--engine):
+    ThreadingSinkServer (socketserver, a thread per session: the default)
+    and LoopSinkServer (one event loop).  new_server() picks one.
     """
 
-    def __init__(self, settings, listener, msg, group=None):
+    def __init__(self, settings, listener, msg, group=None, stdout=None):
+        """stdout: where -c and --stats write (a binary stream; default
+        this process's standard output)."""
         self.socket = listener
         self.settings = settings
         self.msg = msg
@@ -1443,20 +1332,17 @@ class SinkServer(loop.Waiter):
         self.hostname = settings.hostname.encode("utf-8", "surrogateescape")
         self.ehlo_reply = ehlo_reply(settings, self.hostname)
         self.helo_reply = b"250 " + self.hostname + b"\r\n"
-        seed = settings.seed if settings.seed is not None else int(time.time())
-        self.random = random.Random(seed)   # as Postfix: seeded by time (or --seed)
+        # As Postfix: random numbers seeded by the time (or --seed).
+        self.seed = settings.seed if settings.seed is not None else int(time.time())
         self.exit_status = None
         self.stopping = False
         # -c, -M, -n (and --stats) counters: of this process, or, with
         # --procs, of the whole group (group.counts, in shared memory).
         self.group = group
         self.counts = group.counts if group is not None else procs.LocalCounts(COUNTER_NAMES)
-        self.active = {}                    # fd -> Session
-        self.parked = False
-        self.loop = loop.Loop()
-        self.fd = listener.fileno()
-        self.steps = self.accept_connections()
-        self.stdout = getattr(sys.stdout, "buffer", sys.stdout)
+        self.lock = threading.Lock()
+        self.driver = engine.new_driver(settings.engine)
+        self.stdout = stdout or getattr(sys.stdout, "buffer", sys.stdout)
         # Our extensions: decided here once, so that without them nothing
         # else is looked at (Session rather than ExtendedSession).
         self.session_class = Session
@@ -1466,26 +1352,17 @@ class SinkServer(loop.Waiter):
             self.session_class = ExtendedSession
             self.ehlo_starttls_reply = ehlo_reply(settings, self.hostname, starttls=True)
             if settings.verify:
-                self.verifier = group.verifier if group is not None else integrity.Verifier()
+                self.verifier = group.verifier if group is not None \
+                    else integrity.Verifier(self.counts.lock)
             if settings.reporting:
-                self.stats = Statistics(self, settings)
+                self.stats = stats.Statistics(
+                    self.counts, self.verifier, settings.stats_interval, settings.stats_fd,
+                    self.stdout, msg, shared=group is not None)
 
-    def random_id(self):
-        return self.random.getrandbits(31)
-
-    # ---- accepting
-
-    def serve(self):
-        """Accept and serve until stop(); returns the exit status."""
-        self.socket.setblocking(False)
-        self.loop.start(self)
-        writes_stats = self.stats is not None and self.group is None    # else the parent
-        if writes_stats:
-            self.stats.start(self.loop)
-        self.loop.run()
-        if writes_stats:
-            self.stats.write("exit")
-        return self.exit_status
+    def session_random(self, number):
+        """The random stream of the number-th session (0, 1, ... in the order
+        they began, in the whole --procs group)."""
+        return random.Random("%d:%d" % (self.seed, number))
 
     def request_report(self):
         """--stats/--verify: a statistics line soon (SIGUSR1); safe from a
@@ -1493,45 +1370,35 @@ class SinkServer(loop.Waiter):
         if self.stats is not None:
             self.stats.request()
 
-    def accept_connections(self):
-        """The listener's session: take connections while there is room."""
-        max_sessions, session_class = self.settings.max_sessions, self.session_class
-        while True:
-            if len(self.active) >= max_sessions:
-                self.parked = True
-                yield loop.PARKED           # session_ended() wakes us
-                continue
-            yield loop.READABLE
-            for _ in range(ACCEPT_BATCH):
-                if len(self.active) >= max_sessions:
-                    break
-                try:
-                    sock, peer = self.socket.accept()
-                except (BlockingIOError, InterruptedError):
-                    break
-                except ConnectionAbortedError:
-                    continue
-                except OSError as err:
-                    if err.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS,
-                                         errno.ENOMEM):
-                        raise
-                    self.msg.warning("accept: %s" % endpoints.strerror(err))
-                    yield 0.1               # let sessions end and free descriptors
-                    break
-                sock.setblocking(False)
-                session = session_class(self, sock, peer)
-                self.active[session.fd] = session
-                counts = self.counts
-                with counts.lock:
-                    counts.active += 1
-                self.loop.start(session)
+    def serve_sessions(self):
+        """Serve until stop(), with the statistics of one process (with
+        --procs the first process writes them); returns the exit status."""
+        writes_stats = self.stats is not None and self.group is None
+        if writes_stats:
+            self.stats.start(self.driver)
+        self.serve()
+        if writes_stats:
+            self.stats.write("exit")
+        if self.driver.failure is not None:
+            raise self.driver.failure
+        return self.exit_status
+
+    # ---- sessions begin and end
+
+    def session_begun(self):
+        """A connection was accepted: count it; returns its number."""
+        counts = self.counts
+        with counts.lock:
+            number = counts.begun
+            counts.begun = number + 1
+            counts.active += 1
+        return number
 
     def session_ended(self, session):
         """A session is over: counted (first, as Postfix does, so that the
         client sees the end after the -c line), its socket closed, its
         slot freed."""
-        self.loop.forget(session.fd)
-        self.active.pop(session.fd, None)
+        self.driver.forget(session.fd)
         settings, counts = self.settings, self.counts
         with counts.lock:
             counts.active -= 1
@@ -1540,19 +1407,15 @@ class SinkServer(loop.Waiter):
                 self.show_counters()
             quits = counts.quits
         session.sock.close()
-        if self.stopping:
-            return
-        if settings.max_quits and quits >= settings.max_quits:
+        self.release(session)
+        if not self.stopping and settings.max_quits and quits >= settings.max_quits:
             self.stop(0)
-        elif self.parked:
-            self.parked = False
-            self.loop.wake(self)
 
     # ---- counters (-c, -M, -n)
 
     def show_counters(self):
-        """-c: the line (with counts.lock held: lines of all processes in
-        order)."""
+        """-c: the line (with counts.lock held: lines of all sessions and
+        processes in order)."""
         counts = self.counts
         self.stdout.write(b"sess=%d quit=%d mesg=%d\r"
                           % (counts.sessions, counts.quits, counts.messages))
@@ -1564,10 +1427,6 @@ class SinkServer(loop.Waiter):
             with counts.lock:
                 counts.quits += 1
 
-    @property
-    def message_total(self):
-        return self.counts.total
-
     def message_done(self):
         """A message is complete; False when -M says to stop right now."""
         settings, counts = self.settings, self.counts
@@ -1575,8 +1434,8 @@ class SinkServer(loop.Waiter):
             return False
         limit = settings.max_messages
         with counts.lock:
-            if limit and counts.total >= limit:     # --procs: another process's
-                total = None                        # message was the last one
+            if limit and counts.total >= limit:     # another session's (or
+                total = None                        # process's) was the last one
             else:
                 if settings.count:
                     counts.messages += 1
@@ -1596,22 +1455,254 @@ class SinkServer(loop.Waiter):
         if self.exit_status is None:
             self.exit_status = status
         self.stopping = True
-        self.loop.stop()
+        self.driver.stop()
+
+    def cut_off(self, sock):
+        """Make the end of a session cut off by server_close() a reset."""
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+
+
+class SessionHandler(socketserver.BaseRequestHandler):
+    """socketserver's handler: runs one session, in the thread it is given."""
+
+    def handle(self):
+        server = self.server
+        peer, number = self.client_address
+        session = server.session_class(server, self.request, peer)
+        session.number = number
+        server.driver.drive(session)
+
+
+class PooledThreadingMixIn(socketserver.ThreadingMixIn):
+    """ThreadingMixIn whose threads are kept for the next connection:
+    starting a thread costs more than a short session.  There are never
+    more threads than the most sessions open at once (-m caps them)."""
+
+    daemon_threads = True
+
+    def init_pool(self):
+        self.pool_lock = threading.Lock()
+        self.jobs = queue.SimpleQueue()     # (request, client_address), or None: end
+        self.idle = 0
+        self.workers = []
+
+    def process_request(self, request, client_address):
+        """Hand the connection to an idle session thread, or start one."""
+        with self.pool_lock:
+            if self.idle:
+                self.idle -= 1
+                self.jobs.put((request, client_address))
+                return
+            worker = threading.Thread(target=self.pool_worker, args=(request, client_address),
+                                      name="session", daemon=self.daemon_threads)
+            self.workers.append(worker)
+        threads.start_thread(worker)
+
+    def pool_worker(self, request, client_address):
+        while request is not None:
+            self.process_request_thread(request, client_address)
+            with self.pool_lock:
+                self.idle += 1
+            request, client_address = self.jobs.get()
+
+    def server_close(self):
+        """End the idle threads, and wait for every thread to end."""
+        with self.pool_lock:
+            workers, self.workers = self.workers, []
+        for _ in workers:
+            self.jobs.put((None, None))
+        for worker in workers:
+            worker.join()
+
+
+class ThreadingSinkServer(PooledThreadingMixIn, socketserver.BaseServer, SinkServer):
+    """The threads engine: socketserver, a thread per session (kept in a
+    pool).  This thread accepts connections while fewer than -m sessions
+    are open, and otherwise leaves them in the kernel's listen queue; each
+    session thread waits on its own socket (smtpcore/threads.py)."""
+
+    def __init__(self, settings, listener, msg, group=None, stdout=None):
+        # BaseServer gets the project's own listening socket: its backlog
+        # operand, -T window, IPv6-only and unix: handling are endpoints'.
+        socketserver.BaseServer.__init__(self, listener.getsockname(), SessionHandler)
+        SinkServer.__init__(self, settings, listener, msg, group, stdout)
+        self.init_pool()
+        self.connections = set()        # the sockets of the open sessions
+        self.parked = False             # -m sessions are open: not accepting
+        self.room_r, self.room_w = os.pipe()    # ... until a session ends
+        os.set_blocking(self.room_r, False)
+        os.set_blocking(self.room_w, False)
+
+    def fileno(self):
+        return self.socket.fileno()
+
+    def serve(self):
+        """Accept connections until stop()."""
+        listener, max_sessions = self.socket, self.settings.max_sessions
+        listener.setblocking(False)
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.room_r, selectors.EVENT_READ)
+            selector.register(self.driver.wake_r, selectors.EVENT_READ)
+            watching = False
+            while not self.driver.stopped:
+                with self.lock:
+                    self.parked = len(self.connections) >= max_sessions
+                if watching == self.parked:     # -m: stop or start watching
+                    if watching:
+                        selector.unregister(listener)
+                    else:
+                        selector.register(listener, selectors.EVENT_READ)
+                    watching = not watching
+                for key, _ in selector.select():
+                    if key.fileobj is listener:
+                        self.accept_connections()
+                    elif key.fileobj == self.room_r:
+                        drain(self.room_r)
+
+    def accept_connections(self):
+        """Take the connections waiting, while there is room."""
+        for _ in range(ACCEPT_BATCH):
+            with self.lock:
+                if len(self.connections) >= self.settings.max_sessions:
+                    return
+            try:
+                sock, peer = self.socket.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as err:
+                if err.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    raise
+                self.msg.warning("accept: %s" % endpoints.strerror(err))
+                self.driver.halt.wait(0.1)  # let sessions end and free descriptors
+                return
+            sock.setblocking(False)
+            with self.lock:
+                self.connections.add(sock)
+            self.process_request(sock, (peer, self.session_begun()))
+
+    def release(self, session):
+        with self.lock:
+            self.connections.discard(session.sock)
+            room = self.parked
+            self.parked = False
+        if room:
+            try:
+                os.write(self.room_w, b"x")
+            except OSError:
+                pass
+
+    def shutdown_request(self, request):
+        """The session closed its socket itself (see session_ended)."""
+
+    def handle_error(self, request, client_address):
+        """What a session raised (a fatal error, or a bug) ends the server,
+        as under the loop: serve_sessions() raises it."""
+        self.driver.fail(sys.exc_info()[1])
+
+    def server_close(self):
+        """Close the listener and cut off open sessions (a reset each);
+        wait for every thread to end (a -D record being written is
+        finished first: a session stops only at its next wait)."""
+        self.stopping = True
+        with self.lock:
+            for sock in self.connections:
+                self.cut_off(sock)
+        self.driver.stop()
+        self.socket.close()
+        PooledThreadingMixIn.server_close(self)
+        self.driver.close()
+        if self.stats is not None:
+            self.stats.close()
+        for fd in (self.room_r, self.room_w):
+            os.close(fd)
+
+
+class LoopSinkServer(SinkServer, engine.Waiter):
+    """The loop engine (--engine=loop): all sessions in one thread, on one
+    event loop (smtpcore/loop.py).  The listener is a session of its own
+    that accepts connections while fewer than -m sessions are open, and
+    otherwise waits (PARKED) in the kernel's listen queue's stead."""
+
+    def __init__(self, settings, listener, msg, group=None, stdout=None):
+        SinkServer.__init__(self, settings, listener, msg, group, stdout)
+        self.active = {}                    # fd -> Session
+        self.parked = False
+        self.fd = listener.fileno()
+        self.steps = self.accept_connections()
+
+    def serve(self):
+        self.socket.setblocking(False)
+        self.driver.start(self)
+        self.driver.run()
+
+    def accept_connections(self):
+        """The listener's session: take connections while there is room."""
+        max_sessions, session_class = self.settings.max_sessions, self.session_class
+        while True:
+            if len(self.active) >= max_sessions:
+                self.parked = True
+                yield engine.PARKED         # release() wakes us
+                continue
+            yield engine.READABLE
+            for _ in range(ACCEPT_BATCH):
+                if len(self.active) >= max_sessions:
+                    break
+                try:
+                    sock, peer = self.socket.accept()
+                except (BlockingIOError, InterruptedError):
+                    break
+                except ConnectionAbortedError:
+                    continue
+                except OSError as err:
+                    if err.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS,
+                                         errno.ENOMEM):
+                        raise
+                    self.msg.warning("accept: %s" % endpoints.strerror(err))
+                    yield 0.1               # let sessions end and free descriptors
+                    break
+                sock.setblocking(False)
+                number = self.session_begun()
+                session = session_class(self, sock, peer)
+                session.number = number
+                self.active[session.fd] = session
+                self.driver.start(session)
+
+    def release(self, session):
+        self.active.pop(session.fd, None)
+        if self.parked and not self.stopping:
+            self.parked = False
+            self.driver.wake(self)
 
     def server_close(self):
         """Close the listener and cut off open sessions (a reset each)."""
         self.stopping = True
         for session in list(self.active.values()):
-            try:
-                session.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                        struct.pack("ii", 1, 0))
-            except OSError:
-                pass
+            self.cut_off(session.sock)
             session.steps.close()           # runs its clean-up
         self.socket.close()
-        self.loop.close()
+        self.driver.close()
         if self.stats is not None:
             self.stats.close()
+
+
+def new_server(settings, listener, msg, group=None, stdout=None):
+    """The sink's server for the engine settings.engine asks for."""
+    server_class = LoopSinkServer if settings.engine == "loop" else ThreadingSinkServer
+    return server_class(settings, listener, msg, group, stdout)
+
+
+def drain(fd):
+    """Read a wake-up pipe empty."""
+    try:
+        while os.read(fd, 512):
+            pass
+    except OSError:
+        pass
 
 
 # ---------------------------------------------------------- --procs=N
@@ -1623,80 +1714,37 @@ class Group:
     -- a duplicate may well arrive at another worker than the original."""
 
     def __init__(self, settings):
-        names = COUNTER_NAMES + (REPLY_NAMES if settings.reporting else ())
+        names = COUNTER_NAMES + (stats.REPLY_NAMES if settings.reporting else ())
         self.counts = procs.SharedCounts(names)
-        self.verifier = None            # in a worker: a PipeVerifier
+        self.verifier = None            # in a worker: an integrity.PipeVerifier
         self.aggregate = None           # in the parent: the integrity.Verifier
         self.verify_r = self.verify_w = -1
         if settings.verify:
             self.verify_r, self.verify_w = os.pipe()
-            self.verifier = PipeVerifier(self.verify_w)
-            self.aggregate = integrity.Verifier()
-        self.stdout = getattr(sys.stdout, "buffer", sys.stdout)
-        self.group = self               # for Statistics, as on a SinkServer
-
-    def collect(self):
-        """The parent's thread that counts the workers' reports."""
-        lines = os.fdopen(self.verify_r, "rb", buffering=1 << 16)
-        for line in lines:
-            fields = line.split()
-            with self.counts.lock:          # Statistics.line() reads under it
-                if len(fields) == 4:
-                    run, seq, count, intact = fields
-                    self.aggregate.record(run.decode(), int(seq), int(count),
-                                          intact == b"1")
-                else:
-                    self.aggregate.unmarked += 1
-
-
-class PipeVerifier:
-    """--verify in a worker: checks the digest here, and tells the parent,
-    which does the counting (whole lines, written at once: atomic on a
-    pipe)."""
-
-    def __init__(self, fd):
-        self.fd = fd
-
-    def check(self, message):
-        found = integrity.examine(message)
-        if found is None:
-            os.write(self.fd, b"-\n")
-            return None
-        run, seq, count, intact = found
-        os.write(self.fd, b"%s %d %d %d\n" % (run.encode(), seq, count, intact))
-        return "ok" if intact else "corrupt"
-
-
-class GroupView:
-    """The parent's stand-in for a SinkServer, for Statistics.line()."""
-
-    def __init__(self, group, msg):
-        self.group, self.counts, self.msg = group, group.counts, msg
-        self.verifier, self.stdout = group.aggregate, group.stdout
-
-    @property
-    def message_total(self):
-        return self.counts.total
+            self.verifier = integrity.PipeVerifier(self.verify_w)
+            self.aggregate = integrity.Verifier(self.counts.lock)
 
 
 def serve_group(settings, listeners, msg, group):
-    """--procs=N: N workers, each a SinkServer on its listener (or all on
+    """--procs=N: N workers, each a sink server on its listener (or all on
     one), supervised by this process: a worker that dies is replaced;
     -M/-n end the group at the total; SIGTERM/SIGINT stop every worker.
     Returns (exit status, signal that stopped the group or None)."""
-    stats = None
+    statistics = None
     if settings.reporting:
-        stats = Statistics(GroupView(group, msg), settings)
+        statistics = stats.Statistics(group.counts, group.aggregate, settings.stats_interval,
+                                      settings.stats_fd, getattr(sys.stdout, "buffer", sys.stdout),
+                                      msg, shared=True)
 
     def worker(index):
         if group.verify_r >= 0:
             os.close(group.verify_r)
-        server = SinkServer(settings, listeners[index % len(listeners)], msg, group)
+        server = new_server(settings, listeners[index % len(listeners)], msg, group)
         signal.signal(signal.SIGTERM, lambda signum, frame: server.stop(None))
         signal.signal(signal.SIGINT, lambda signum, frame: server.stop(None))
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)    # the parent's signal
         try:
-            status = server.serve()
+            status = server.serve_sessions()
         finally:
             server.server_close()
         if status == 0:                 # -M or -n: the group's total is reached
@@ -1704,13 +1752,15 @@ def serve_group(settings, listeners, msg, group):
         return 0
 
     on_signal, tick = {}, 0
-    if stats is not None:
-        on_signal[signal.SIGUSR1] = lambda: stats.write("signal")
-        tick = stats.interval
+    if statistics is not None:
+        on_signal[signal.SIGUSR1] = lambda: statistics.write("signal")
+        tick = statistics.interval
     supervisor = procs.Supervisor(settings.procs, worker, msg, tick=tick,
-                                  on_tick=lambda: stats.write("interval"),
+                                  on_tick=lambda: statistics.write("interval"),
                                   on_signal=on_signal)
-    collector = threading.Thread(target=group.collect, name="verify", daemon=True)
+    collector = threading.Thread(target=integrity.collect,
+                                 args=(group.verify_r, group.aggregate), name="verify",
+                                 daemon=True)
 
     def started():
         if group.verify_w >= 0:
@@ -1719,9 +1769,9 @@ def serve_group(settings, listeners, msg, group):
     if group.verify_w >= 0:
         os.close(group.verify_w)        # the workers are gone: the collector ends
         collector.join(5)
-    if stats is not None:
-        stats.write("exit")
-        stats.close()
+    if statistics is not None:
+        statistics.write("exit")
+        statistics.close()
     return status, stopped_by
 
 
@@ -1924,6 +1974,10 @@ def apply_long_option(settings, name, value, msg):
         raise ShowHelp()
     elif name == "chunking":
         settings.chunking = True
+    elif name == "engine":
+        if value not in engine.ENGINES:
+            msg.fatal("bad --engine value: %s" % value)
+        settings.engine = value
     elif name == "keep-pipelining":
         settings.keep_pipelining = True
     elif name == "lmtp-replies":
@@ -1933,7 +1987,7 @@ def apply_long_option(settings, name, value, msg):
             msg.fatal("bad --maildir directory: %s" % value)
         settings.maildir = value
     elif name == "procs":
-        if not re.match(r"[0-9]+\Z", value) or not 1 <= int(value) <= MAX_PROCS:
+        if not re.match(r"[0-9]+\Z", value) or not 1 <= int(value) <= procs.MAX_PROCS:
             msg.fatal("bad --procs value: %s" % value)
         settings.procs = int(value)
     elif name == "seed":
@@ -2066,8 +2120,8 @@ def main(argv=None, prog=None):
         # 4. Serve until -M or -n says stop.  SIGTERM stops it too, but only
         #    between whole capture records; the process then ends as killed.
         #    With --stats or --verify, SIGUSR1 asks for a statistics line
-        #    (written by the loop, between two steps, as SIGTERM's stop).
-        server = SinkServer(settings, listener, msg)
+        #    (the handlers only ask: see SinkServer.stop, Statistics).
+        server = new_server(settings, listener, msg)
         if threading.current_thread() is threading.main_thread():
             def on_term(signum, frame):
                 terminated.append(signum)
@@ -2075,7 +2129,7 @@ def main(argv=None, prog=None):
             signal.signal(signal.SIGTERM, on_term)
             if server.stats is not None:
                 signal.signal(signal.SIGUSR1, lambda signum, frame: server.request_report())
-        return server.serve()
+        return server.serve_sessions()
     except ShowHelp:
         sys.stdout.write(help_text(msg.prog))
         sys.stdout.flush()

@@ -48,8 +48,9 @@ DESCRIPTION
     for a reply to begin; after that, each read or write of the connection
     may take at most 300 seconds ("fatal: timeout while ...").
 
-    All sessions run in one thread, driven by one poller, as in Postfix:
-    a session sends a command, and the reply wakes it up.
+    Each session runs in a thread of its own, waiting for its replies on
+    its socket; with --engine=loop all sessions run in one thread, driven
+    by one poller, as in Postfix.
 
 OPTIONS
     -4, -6      Connect over IPv4 only / IPv6 only (the last one given wins).
@@ -151,6 +152,12 @@ EXTENSIONS
                 stops the others (exit status 1; each process that meets
                 one says so); SIGTERM or SIGINT to the first stops them all.
                 The Message-Id holds the id of the process that sent it.
+    --engine=threads|loop
+                How sessions are run: a thread per session (threads, the
+                default), or all of them in one thread on one event loop,
+                as Postfix's program is built (loop: the faster of the two
+                in CPython; see the README's Benchmarks).  What is sent
+                and printed is the same under both.
     --ehlo      EHLO instead of HELO (with -L, LHLO as always), and note the
                 extensions the server announces.  If the server rejects
                 EHLO with 5xx, HELO follows (RFC 5321).
@@ -260,7 +267,6 @@ SEE ALSO
 
 import collections
 import errno
-import json
 import os
 import random
 import re
@@ -268,12 +274,13 @@ import signal
 import socket
 import struct
 import sys
+import threading
 import time
 
-from smtpcore import dump, endpoints, integrity, messages, options, procs, replies
-from smtpcore.latency import Histogram, bar_chart
-from smtpcore.loop import PARKED, READABLE, WRITABLE, Loop, Waiter
+from smtpcore import dump, endpoints, engine, integrity, messages, options, procs, replies
+from smtpcore.engine import PARKED, READABLE, WRITABLE, Waiter
 from smtpcore.replies import printable
+from smtpcore.report import PHASES, Report
 
 monotonic_ns = time.monotonic_ns        # (a global name: the --report hot path)
 
@@ -285,8 +292,8 @@ USAGE = ("usage: %s -cdLNov -s sess -l msglen -m msgs -C count -M myhostname "
          "-f from -t to -r rcptcount -R delay -w delay host[:port]")
 
 # Our extensions: long options only (see EXTENSIONS), with their --help lines.
-LONG_OPTIONS = ("help", "report=", "rate=", "integrity", "procs=", "ehlo", "pipelining",
-                "starttls", "tls", "tls-verify", "tls-ca=", "bdat=", "size")
+LONG_OPTIONS = ("help", "report=", "rate=", "integrity", "procs=", "engine=", "ehlo",
+                "pipelining", "starttls", "tls", "tls-verify", "tls-ca=", "bdat=", "size")
 LONG_HELP = (
     ("--help", "show this help on stdout and exit"),
     ("--report=text|json", "at the end, a report on stdout (rates, latency per phase, "
@@ -296,6 +303,7 @@ LONG_HELP = (
     ("--integrity", "X-Smtp-Integrity: line (run id, seq, count, sha256) first in "
                     "each message"),
     ("--procs=N", "split the sessions and the messages over N processes"),
+    ("--engine=threads|loop", "a thread per session (default), or one event loop"),
     ("--ehlo", "EHLO instead of HELO; note the server's extensions"),
     ("--pipelining", "MAIL, RCPTs and DATA in one write if PIPELINING is announced"),
     ("--starttls", "STARTTLS after EHLO, then EHLO again"),
@@ -305,7 +313,6 @@ LONG_HELP = (
     ("--bdat=SIZE", "BDAT in chunks of SIZE bytes if CHUNKING is announced"),
     ("--size", "SIZE=<bytes> in MAIL FROM if SIZE is announced"),
 )
-MAX_PROCS = 256                 # --procs
 RATE_VALUE = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:/([sm]))?\Z")
 
 DEFAULT_SERVICE = "smtp"        # port 25
@@ -328,11 +335,6 @@ STREAM_SETUP = "smtp_stream_setup: maxtime=%d enable_deadline=0 min_data_rate=0"
     % TIMEOUT
 
 
-# The phases of a session that --report times (see REPORT).
-PHASES = ("connect", "tls", "greeting", "helo", "starttls", "mail", "rcpt", "data",
-          "bdat", "dot", "rset", "quit", "message", "response")
-
-
 class Stage(str):
     """What a message says when the connection goes away at a stage
     ("lost connection while sending recipient"), and the phase of the
@@ -345,6 +347,7 @@ class Stage(str):
         return stage
 
 
+CONNECT, TLS = PHASES.index("connect"), PHASES.index("tls")
 GREETING_STAGE = Stage("reading server greeting", "greeting")
 SENDER_STAGE = Stage("sending sender", "mail")
 RECIPIENT_STAGE = Stage("sending recipient", "rcpt")
@@ -469,7 +472,10 @@ class Run:
         self.opts = opts
         self.msg = msg
         self.content = content
-        self.loop = Loop(wakeable=False)    # no extra descriptors: see socket numbers
+        # No extra descriptors (wakeable=False): those of the sockets are
+        # numbered as Postfix's, and show in the Message-Ids.
+        self.driver = engine.new_driver(opts.engine, wakeable=False)
+        self.lock = threading.Lock()        # the connect queue, the sockets
         if counts is None:
             counts = procs.LocalCounts(COUNT_NAMES)
             counts.remaining = opts.messages
@@ -477,7 +483,7 @@ class Run:
         self.counts = counts                # remaining: the budget (may go below
                                             # zero, as in Postfix); sent: -c;
                                             # next_number: -N
-        self.connecting = collections.deque()
+        self.connecting = collections.deque()   # sessions, in turn to connect
         self.sockets = set()
         self.helo_verb = "LHLO" if opts.lmtp else "HELO"
         self.helo = self.helo_verb.encode() + b" " + opts.myhostname
@@ -504,6 +510,16 @@ class Run:
             left = counts.remaining
             counts.remaining = left - 1
         return self.opts.messages - left if left > 0 else None
+
+    def claim_if_left(self):
+        """Claim one message if one is left (else take nothing: None)."""
+        counts = self.counts
+        with counts.lock:
+            left = counts.remaining
+            if left < 1:
+                return None
+            counts.remaining = left - 1
+        return self.opts.messages - left
 
     def rcpt_command(self, index):
         """The index-th RCPT command of a message.  -N numbers are taken as
@@ -538,12 +554,50 @@ class Run:
             return random.randint(0, opts.random_delay)
         return opts.fixed_delay
 
+    def connect_turn(self, session):
+        """Queue session for a connection attempt (one in the whole program
+        at a time); True when it may go ahead now, else wait to be woken."""
+        with self.lock:
+            if not session.queued:
+                session.queued = True
+                self.connecting.append(session)
+            return self.connecting[0] is session
+
+    def connect_done(self):
+        """The attempt at the head of the queue is over: wake the next."""
+        with self.lock:
+            self.connecting.popleft().queued = False
+            following = self.connecting[0] if self.connecting else None
+        if following is not None:
+            self.driver.wake(following)
+
+    def opened(self, sock):
+        with self.lock:
+            self.sockets.add(sock)
+
+    def closed(self, sock):
+        with self.lock:
+            self.sockets.discard(sock)
+
     def close_all(self):
-        """Drop every connection (a reset each, thanks to SO_LINGER)."""
-        for sock in list(self.sockets):
+        """Stop the sessions and drop every connection (a reset each,
+        thanks to SO_LINGER).  Nothing more is said: a session stopped in
+        mid-step is not an error.  A session thread blocked on its socket
+        is woken by shutting the socket's reading side (which sends
+        nothing)."""
+        self.msg.silence()
+        self.driver.stop()
+        with self.lock:
+            sockets = list(self.sockets)
+        for sock in sockets:
+            try:
+                socket.socket.shutdown(sock, socket.SHUT_RD)    # (not SSLSocket's)
+            except OSError:
+                pass
+        self.driver.close()
+        for sock in sockets:
             sock.close()
         self.sockets.clear()
-        self.loop.close()
 
 
 def recipient_addresses(recipient, count):
@@ -590,18 +644,22 @@ class Session(Waiter):
         self.due = None                 # --rate: when it is due (monotonic ns)
         self.sent_size = 0              # --report: bytes of the last message sent
         self.sent_ns = 0                # --report: when the last write began
+        self.queued = False             # in the queue of connection attempts
         self.report = run.report
-        self.samples = None             # --report: where latencies go,
+        self.tally = None               # --report: this session's figures,
+        self.samples = None             # where latencies go (a list per phase),
         self.code_log = None            # and reply codes
         if run.report is not None:
-            run.report.instrument(self)
+            self.instrument(run.report.tally())
         self.steps = self.serve()
 
     def serve(self):
-        """The session's life, its first message already claimed.  When
-        the budget runs out while the connection is still open (-d, and
-        another session took the last message), it is dropped without QUIT,
-        as Postfix drops it."""
+        """The session's life, its first message already claimed.  With -d
+        and no pause, the next message is claimed as soon as one ends (in
+        Postfix's one thread nothing can come between seeing that messages
+        are left and taking one), else QUIT.  When the budget runs out
+        during a pause (-w, -R) while the connection is still open, it is
+        dropped without QUIT, as Postfix drops it."""
         run, opts = self.run, self.opts
         pace = self.pace if run.interval_ns else None
         report = run.report
@@ -609,7 +667,8 @@ class Session(Waiter):
             while True:
                 if pace is not None:
                     yield from pace()
-                started = None
+                started = seq = None
+                delay = run.delay()
                 try:
                     if self.sock is None:
                         yield from self.open()
@@ -618,18 +677,20 @@ class Session(Waiter):
                     else:
                         started = time.monotonic_ns()
                         delivered = yield from self.transaction()
-                        report.transaction_done(self, started, delivered)
+                        self.transaction_done(started, delivered)
                 except ServerClosing:
                     self.close()
                     if started is not None:
-                        report.transaction_done(self, started, 0)
+                        self.transaction_done(started, 0)
                 else:
-                    if opts.disconnect or run.counts.remaining < 1:
+                    if not opts.disconnect and not delay:
+                        seq = run.claim_if_left()
+                    if seq is None and (opts.disconnect or run.counts.remaining < 1):
                         yield from self.quit()
-                delay = run.delay()
                 if delay > 0:
                     yield delay
-                seq = run.claim()
+                if seq is None:
+                    seq = run.claim()
                 if seq is None:
                     return
                 self.seq = seq
@@ -676,16 +737,13 @@ class Session(Waiter):
         """One connection attempt in the whole program at a time (Postfix
         queues them so as not to flood the server with SYNs); -C tries."""
         run = self.run
-        run.connecting.append(self)
-        if len(run.connecting) > 1:
+        if not run.connect_turn(self):
             yield PARKED
         try:
             while not (yield from self.try_connect()):
                 time.sleep(RETRY_PAUSE)
         finally:
-            run.connecting.popleft()
-            if run.connecting:
-                run.loop.wake(run.connecting[0])
+            run.connect_done()
         if self.verbose and self.opts.address_family != socket.AF_UNIX:
             self.tweak_tcp()
 
@@ -695,13 +753,13 @@ class Session(Waiter):
             self.msg.info(STREAM_SETUP)
         sock = socket.socket(opts.address_family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
-        run.loop.make_poller()     # Postfix makes its poller after the first socket
+        run.driver.make_poller()   # Postfix makes its poller after the first socket
         if opts.window:
             endpoints.set_window(sock, opts.window)
         if opts.address_family != socket.AF_UNIX:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         self.sock, self.fd = sock, sock.fileno()
-        run.sockets.add(sock)
+        run.opened(sock)
         sock.setblocking(False)
         try:
             error = sock.connect_ex(opts.address)
@@ -832,7 +890,33 @@ class Session(Waiter):
     def show_line(self, line):
         self.msg.info("<<< " + line)
 
-    # With --report, these two replace send() and reply() (Report.instrument)
+    # ---- --report
+
+    def instrument(self, tally):
+        """Time this session's writes, replies and connections into its own
+        tally: send() and reply() are swapped for timed ones, once, so that
+        a run without --report pays nothing.  The latency of a reply is the
+        time since the session's last write began, filed under the phase
+        of the stage it was read at."""
+        self.tally = tally
+        self.samples, self.code_log = tally.appenders, tally.codes.append
+        self.send, self.reply = self.timed_send, self.timed_reply
+        connect, connected = self.try_connect, tally.appenders[CONNECT]
+
+        def try_connect():
+            started = monotonic_ns()
+            success = yield from connect()
+            if success:
+                self.sent_ns = ended = monotonic_ns()   # the greeting's clock
+                connected(ended - started)
+                tally.sessions += 1
+            return success
+        self.try_connect = try_connect
+
+    def transaction_done(self, started, delivered):
+        """After each transaction: count it and time the message."""
+        size, self.sent_size = self.sent_size, 0
+        self.tally.transaction_done(started, delivered, size, self.due)
 
     def timed_send(self, data, stage, where):
         """send(), noting when the write began."""
@@ -890,8 +974,8 @@ class Session(Waiter):
         sock = self.sock
         if sock is None:
             return
-        self.run.loop.forget(self.fd)
-        self.run.sockets.discard(sock)
+        self.run.driver.forget(self.fd)
+        self.run.closed(sock)
         self.sock = None
         sock.close()
 
@@ -1008,15 +1092,15 @@ class ExtendedSession(Session):
         run = self.run
         raw = self.sock
         raw.setblocking(False)
-        run.sockets.discard(raw)
+        run.closed(raw)
         try:
             sock = run.tls_context.wrap_socket(raw, server_hostname=run.tls_hostname,
                                                do_handshake_on_connect=False)
         except (ssl.SSLError, ValueError, OSError) as err:
-            run.sockets.add(raw)
+            run.opened(raw)
             self.tls_failed(err)
         self.sock = sock
-        run.sockets.add(sock)
+        run.opened(sock)
         started = time.monotonic_ns()
         self.deadline = time.monotonic() + TIMEOUT
         try:
@@ -1041,8 +1125,8 @@ class ExtendedSession(Session):
             self.deadline = None
         sock.setblocking(True)
         self.sent_ns = time.monotonic_ns()      # the greeting's clock (--tls)
-        if run.report is not None:
-            run.report.record("tls", self.sent_ns - started)
+        if self.tally is not None:
+            self.samples[TLS](self.sent_ns - started)
         if self.verbose:
             self.msg.info("TLS connection established: %s %s"
                           % (sock.version(), sock.cipher()[0]))
@@ -1192,223 +1276,6 @@ class ExtendedSession(Session):
 
 # -------------------------------------------------------------------- report
 
-PHASE_NAMES = {"tls": "TLS", "helo": "HELO/EHLO", "starttls": "STARTTLS", "mail": "MAIL",
-               "rcpt": "RCPT", "data": "DATA", "bdat": "BDAT", "dot": "end of data",
-               "rset": "RSET", "quit": "QUIT"}
-SAMPLE_BATCH = 16384            # samples (about) between two flushes
-MESSAGE, RESPONSE = PHASES.index("message"), PHASES.index("response")
-ERROR_KINDS = ("connect", "lost", "timeout", "tls", "rejected_greeting", "rejected_helo",
-               "rejected_starttls", "rejected_mail", "rejected_rcpt", "rejected_data",
-               "rejected_bdat", "rejected_dot", "rejected_rset")
-
-
-class Report:
-    """--report: what the run did, and how long each phase took.
-
-    instrument() swaps a session's send() and reply() for timed ones once,
-    when it starts, so that a run without --report pays nothing: the
-    latency of a reply is the time since the session's last write began,
-    filed under the phase of the stage it was read at.
-
-    The hot path only appends a reply's latency to a list for its phase,
-    and its code to another.  Every so many transactions (about
-    SAMPLE_BATCH samples), flush() sorts each list and counts it into the
-    phase's Histogram (in C but for a step per bucket met: see
-    Histogram.add_sorted), and counts the codes (in C).  Memory is fixed:
-    the histograms, the counters, and about SAMPLE_BATCH samples."""
-
-    def __init__(self, opts):
-        self.opts = opts
-        self.histograms = [Histogram() for _ in PHASES]
-        self.phases = dict(zip(PHASES, self.histograms))
-        self.samples = [[] for _ in PHASES]
-        self.appenders = [samples.append for samples in self.samples]
-        self.message_samples = self.samples[MESSAGE]
-        self.code_log = []
-        self.codes = collections.Counter()  # replies by code (0: none)
-        # Samples that one transaction makes, about: the flushes' spacing.
-        per_message = opts.recipients * (2 if opts.lmtp else 1) + 6
-        if opts.bdat:
-            per_message += (opts.length or 1000) // opts.bdat
-        self.flush_every = max(1, SAMPLE_BATCH // per_message)
-        self.errors = dict.fromkeys(ERROR_KINDS, 0)
-        self.sessions = 0
-        self.messages = 0
-        self.recipients = 0
-        self.bytes = 0
-        self.elapsed = 0.0
-        self.status = 0
-        self.run_id = None
-        self.held_signals = None
-
-    def error(self, kind):
-        self.errors[kind] += 1
-
-    def record(self, phase, elapsed_ns):
-        self.phases[phase].record(elapsed_ns)
-
-    # ---- hooks
-
-    def instrument(self, session):
-        """Time the session's writes, replies and connections."""
-        now = time.monotonic_ns
-        connect = session.try_connect
-        connected = self.phases["connect"].record
-
-        def try_connect():
-            started = now()
-            success = yield from connect()
-            if success:
-                session.sent_ns = ended = now()     # the greeting's clock
-                connected(ended - started)
-                self.sessions += 1
-            return success
-
-        session.send, session.reply = session.timed_send, session.timed_reply
-        session.try_connect = try_connect
-        session.samples, session.code_log = self.appenders, self.code_log.append
-
-    def transaction_done(self, session, started, delivered):
-        """After each transaction: count it, time the message (from MAIL;
-        with --rate also from when it was due)."""
-        size = session.sent_size
-        if size:
-            session.sent_size = 0
-            ended = monotonic_ns()              # just after the end-of-data reply
-            self.message_samples.append(ended - started)
-            if session.due is not None:
-                self.samples[RESPONSE].append(ended - session.due)
-            self.bytes += size
-            if len(self.message_samples) >= self.flush_every:
-                self.flush()
-        if delivered:
-            self.messages += 1
-            self.recipients += delivered
-
-    def flush(self):
-        """Count the samples gathered so far (see the class's docstring);
-        held_signals (--procs: SIGTERM) wait until it is done."""
-        held = self.held_signals
-        if held:
-            signal.pthread_sigmask(signal.SIG_BLOCK, held)
-        try:
-            for histogram, samples in zip(self.histograms, self.samples):
-                if samples:
-                    samples.sort()          # in place: no copy to allocate
-                    histogram.add_sorted(samples)
-                    samples.clear()         # (the sessions append to them)
-            self.codes.update(self.code_log)
-            self.code_log.clear()
-        finally:
-            if held:
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
-
-    # ---- --procs: a worker's figures, merged into the first process's report
-
-    def state(self):
-        """What merge() needs, plain data (pickled by the worker)."""
-        self.flush()
-        return {"histograms": [h.state() for h in self.histograms],
-                "codes": dict(self.codes), "errors": self.errors,
-                "totals": [self.sessions, self.messages, self.recipients, self.bytes]}
-
-    def merge(self, state):
-        """Add a worker's state(): the histograms bucket by bucket, so that
-        the percentiles are those of all the values together."""
-        for histogram, other in zip(self.histograms, state["histograms"]):
-            histogram.merge(other)
-        self.codes.update(state["codes"])
-        for kind, count in state["errors"].items():
-            self.errors[kind] += count
-        sessions, messages_, recipients, size = state["totals"]
-        self.sessions += sessions
-        self.messages += messages_
-        self.recipients += recipients
-        self.bytes += size
-
-    # ---- output
-
-    def as_dict(self):
-        """The JSON report (see REPORT in the manual); keys always the same."""
-        self.flush()
-        elapsed = self.elapsed
-
-        def per_second(value):
-            return round(value / elapsed, 3) if elapsed > 0 else None
-
-        def ms(value):
-            return None if value is None else round(value / 1e6, 3)
-
-        latency = {}
-        for phase in PHASES:
-            hist = self.phases[phase]
-            p50, p90, p99 = hist.percentiles((0.50, 0.90, 0.99))
-            latency[phase] = {"count": hist.count, "min": ms(hist.min), "p50": ms(p50),
-                              "p90": ms(p90), "p99": ms(p99), "max": ms(hist.max)}
-        return collections.OrderedDict((
-            ("schema", 1),
-            ("status", self.status),
-            ("elapsed", round(elapsed, 6)),
-            ("sessions", self.sessions),
-            ("messages", self.messages),
-            ("messages_sent", self.phases["message"].count),
-            ("recipients", self.recipients),
-            ("bytes", self.bytes),
-            ("messages_per_second", per_second(self.messages)),
-            ("recipients_per_second", per_second(self.recipients)),
-            ("mb_per_second", per_second(self.bytes / 1e6)),
-            ("rate", self.opts.rate),
-            ("latency_ms", latency),
-            ("replies", {"%03d" % code: count for code, count in sorted(self.codes.items())}),
-            ("errors", dict(self.errors)),
-            ("integrity", None if self.run_id is None else
-             {"run": self.run_id.decode(), "count": self.opts.messages}),
-        ))
-
-    def json(self):
-        return json.dumps(self.as_dict(), indent=2) + "\n"
-
-    def text(self):
-        """The report as a person reads it in a terminal."""
-        data = self.as_dict()
-        elapsed = data["elapsed"]
-        lines = ["smtp-source report: %d messages in %.3f s%s" % (
-            data["messages"], elapsed, "" if not data["status"] else " (ended by a fatal error)")]
-        rate = lambda key: "" if data[key] is None else "%12.1f /s" % data[key]
-        lines.append("  sessions    %10d" % data["sessions"])
-        lines.append("  messages    %10d %s   (sent %d)" % (
-            data["messages"], rate("messages_per_second"), data["messages_sent"]))
-        lines.append("  recipients  %10d %s" % (data["recipients"], rate("recipients_per_second")))
-        lines.append("  bytes       %10d %s" % (data["bytes"], "" if data["mb_per_second"] is None
-                                               else "%12.3f MB/s" % data["mb_per_second"]))
-        if data["rate"] is not None:
-            lines.append("  target rate %14.1f /s" % data["rate"])
-        if data["integrity"] is not None:
-            lines.append("  integrity   run=%s count=%d" % (data["integrity"]["run"],
-                                                           data["integrity"]["count"]))
-        lines.append("")
-        lines.append("  %-12s %8s %10s %10s %10s %10s %10s" % (
-            "latency (ms)", "count", "min", "p50", "p90", "p99", "max"))
-        for phase in PHASES:
-            row = data["latency_ms"][phase]
-            if row["count"]:
-                lines.append("  %-12s %8d %10.3f %10.3f %10.3f %10.3f %10.3f" % (
-                    PHASE_NAMES.get(phase, phase), row["count"], row["min"], row["p50"],
-                    row["p90"], row["p99"], row["max"]))
-        for phase, title in (("message", "message latency (MAIL to end-of-data reply)"),
-                             ("response", "response time (from when each message was due)")):
-            chart = bar_chart(self.phases[phase].octaves())
-            if chart:
-                lines += ["", "  %s:" % title] + ["  " + line for line in chart]
-        lines.append("")
-        lines.append("  replies: " + (", ".join("%s x%d" % item for item in
-                                               data["replies"].items()) or "none"))
-        errors = ["%s x%d" % (kind, count) for kind, count in data["errors"].items() if count]
-        lines.append("  errors:  " + (", ".join(errors) or "none"))
-        return "\n".join(lines) + "\n"
-
-
-
 # ----------------------------------------------------------- option parsing
 
 class Options:
@@ -1447,6 +1314,7 @@ class Options:
         self.rate = None            # --rate: messages per second
         self.integrity = False      # --integrity
         self.procs = 1              # --procs
+        self.engine = engine.DEFAULT_ENGINE     # --engine
         self.ehlo = False           # --ehlo (and implied by the next four)
         self.pipelining = False     # --pipelining
         self.starttls = False       # --starttls
@@ -1596,9 +1464,13 @@ def apply_long_option(opts, name, value, msg):
     elif name == "integrity":
         opts.integrity = True
     elif name == "procs":
-        if not options.alldig(value) or not 1 <= int(value) <= MAX_PROCS:
+        if not options.alldig(value) or not 1 <= int(value) <= procs.MAX_PROCS:
             bad()
         opts.procs = int(value)
+    elif name == "engine":
+        if value not in engine.ENGINES:
+            bad()
+        opts.engine = value
     elif name == "ehlo":
         opts.ehlo = True
     elif name == "pipelining":
@@ -1774,10 +1646,12 @@ def run_sessions(run, sessions, start_ns):
     session_class = ExtendedSession if run.opts.extended() else Session
     claims = [run.claim() for _ in range(sessions)]
     run.start_ns = start_ns
-    for seq in claims:
-        if seq is not None:
-            run.loop.start(session_class(run, seq))
-    run.loop.run()
+    started = [session_class(run, seq) for seq in claims if seq is not None]
+    for session in started:             # they connect in this order
+        run.connect_turn(session)
+    for session in started:
+        run.driver.start(session)
+    run.driver.run()
 
 
 def finish_report(report, start_ns, status):

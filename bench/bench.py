@@ -3,13 +3,15 @@
 
     python3 bench/bench.py [--pairs N] [--scale F] [--only NAME,...] [--json FILE]
 
-Sink rows: Postfix's smtp-source loads our sink and Postfix's smtp-sink
-(and aiosmtpd, when a Python that has it is found), alternating A B A B.
-Source rows: our smtp-source and Postfix's both send to Postfix's
-smtp-sink, alternating the same way.  Each row reports messages per second
-for each side (median over the pairs) and the median of the per-pair
-ratios ours/Postfix.  Memory rows: peak RSS of the sink holding 1000 idle
-sessions, and of the source running -s 1000.
+Both engines of our tools are measured: "ours" is the default (threads),
+"ours-loop" runs with --engine=loop.  Sink rows: Postfix's smtp-source
+loads our sink under each engine and Postfix's smtp-sink (and aiosmtpd,
+when a Python that has it is found), in turn, A B C A B C.  Source rows:
+our smtp-source under each engine and Postfix's all send to Postfix's
+smtp-sink, in turn the same way.  Each row reports messages per second
+for each (median over the rounds) and the median of the per-round ratios
+to Postfix.  Memory rows: peak RSS of the sink holding 1000 idle sessions,
+and of the source running -s 1000, under each engine.
 
 Extension rows (--only report,pipelining,procs-sink,procs-source, or a
 single row as "procs-sink:conn"), each a set of variants run in turn, the
@@ -54,6 +56,8 @@ POSTFIX_SINK = "/usr/sbin/smtp-sink"
 POSTFIX_SOURCE = "/usr/sbin/smtp-source"
 OUR_SINK = [sys.executable, os.path.join(ROOT, "smtp_sink.py")]
 OUR_SOURCE = [sys.executable, os.path.join(ROOT, "smtp_source.py")]
+LOOP = ["--engine=loop"]
+OURS = ("ours", "ours-loop")            # the default engine (threads), and loop
 PRIVS = ["-u", "nobody"] if os.geteuid() == 0 else []
 
 # name: (smtp-source flags, messages, sink flags)
@@ -124,8 +128,9 @@ class Sink:
         extra = [a.replace("{dumps}", dumps) for a in extra]
         if kind == "postfix":
             cmd = [POSTFIX_SINK] + PRIVS + ["-m", "1000"] + extra + [endpoint, "1024"]
-        elif kind == "ours":
-            cmd = OUR_SINK + PRIVS + ["-m", "1000"] + extra + [endpoint, "1024"]
+        elif kind in OURS:
+            engine = LOOP if kind == "ours-loop" else []
+            cmd = OUR_SINK + PRIVS + engine + ["-m", "1000"] + extra + [endpoint, "1024"]
         else:
             cmd = [kind, "-m", "aiosmtpd", "-n", "-c", "aiosmtpd.handlers.Sink",
                    "-l", endpoint]
@@ -199,7 +204,8 @@ def run_sink_row(name, kinds, pairs, scale, dumps):
 def run_source_row(name, pairs, scale):
     flags, count, _ = WORKLOADS[name]
     variants = [(kind, "postfix", [], cmd + flags)
-                for kind, cmd in (("ours", OUR_SOURCE), ("postfix", [POSTFIX_SOURCE]))]
+                for kind, cmd in (("ours", OUR_SOURCE), ("ours-loop", OUR_SOURCE + LOOP),
+                                  ("postfix", [POSTFIX_SOURCE]))]
     return run_variants(variants, max(1, int(count * scale)), pairs, rotate=False)[0]
 
 
@@ -219,6 +225,7 @@ def summarise(rates, base="postfix"):
     row = {kind: round(statistics.median(values), 1) for kind, values in rates.items()}
     row["rates"] = {kind: [round(v, 1) for v in values] for kind, values in rates.items()}
     row["ratio"] = median_ratio(rates["ours"], rates[base])
+    row["ratio_loop"] = median_ratio(rates["ours-loop"], rates[base])
     if "aiosmtpd" in rates:
         row["vs_aiosmtpd"] = median_ratio(rates["ours"], rates["aiosmtpd"], 2)
     return row
@@ -319,20 +326,22 @@ def main():
     results = {"machine": machine(), "pairs": args.pairs, "scale": args.scale,
                "sink": {}, "source": {}, "extensions": {}, "memory": {}}
     try:
-        print("%-8s %-6s %12s %12s %12s %8s %10s" % ("row", "tool", "ours msg/s", "postfix",
-                                                    "aiosmtpd", "ratio", "vs aiosmtpd"))
+        print("%-8s %-6s %9s %9s %9s %9s %8s %8s %10s" % (
+            "row", "tool", "threads", "loop", "postfix", "aiosmtpd", "threads", "loop",
+            "vs aiosmtpd"))
         for name in WORKLOADS:
             if only and "sink:" + name not in only and name not in only:
                 continue
-            kinds = ["ours", "postfix"] + ([aiosmtpd] if aiosmtpd and name != "dump" else [])
+            kinds = list(OURS) + ["postfix"] + ([aiosmtpd] if aiosmtpd and name != "dump" else [])
             rates = run_sink_row(name, kinds, args.pairs, args.scale, dumps)
             if aiosmtpd in rates:
                 rates["aiosmtpd"] = rates.pop(aiosmtpd)
             row = summarise(rates)
             results["sink"][name] = row
-            print("%-8s %-6s %12.0f %12.0f %12s %7.2fx %10s" % (
-                name, "sink", row["ours"], row["postfix"],
+            print("%-8s %-6s %9.0f %9.0f %9.0f %9s %7.2fx %7.2fx %10s" % (
+                name, "sink", row["ours"], row["ours-loop"], row["postfix"],
                 "%.0f" % row["aiosmtpd"] if "aiosmtpd" in row else "-", row["ratio"] or 0,
+                row["ratio_loop"] or 0,
                 "%.1fx" % row["vs_aiosmtpd"] if row.get("vs_aiosmtpd") else "-"))
             sys.stdout.flush()
         for name in SOURCE_WORKLOADS:
@@ -340,8 +349,9 @@ def main():
                 continue
             row = summarise(run_source_row(name, args.pairs, args.scale))
             results["source"][name] = row
-            print("%-8s %-6s %12.0f %12.0f %12s %7.2fx" % (name, "source", row["ours"],
-                                                          row["postfix"], "-", row["ratio"] or 0))
+            print("%-8s %-6s %9.0f %9.0f %9.0f %9s %7.2fx %7.2fx" % (
+                name, "source", row["ours"], row["ours-loop"], row["postfix"], "-",
+                row["ratio"] or 0, row["ratio_loop"] or 0))
             sys.stdout.flush()
         rows = {name: spec for name, spec in extension_rows().items()
                 if not only or name in only or name.split(":")[0] in only}
@@ -359,13 +369,14 @@ def main():
             sys.stdout.flush()
         if not args.no_memory and (not only or "memory" in only):
             mem = results["memory"]
-            mem["sink_1000_idle_kib"] = {"ours": sink_idle_rss("ours"),
-                                         "postfix": sink_idle_rss("postfix")}
+            mem["sink_1000_idle_kib"] = {kind: sink_idle_rss(kind)
+                                         for kind in OURS + ("postfix",)}
             mem["source_s1000_kib"] = {"ours": source_rss(OUR_SOURCE),
+                                       "ours-loop": source_rss(OUR_SOURCE + LOOP),
                                        "postfix": source_rss([POSTFIX_SOURCE])}
             for key, row in mem.items():
-                print("%-26s ours %7.1f MiB   postfix %7.1f MiB" % (
-                    key, row["ours"] / 1024, row["postfix"] / 1024))
+                print("%-26s threads %7.1f MiB   loop %7.1f MiB   postfix %7.1f MiB" % (
+                    key, row["ours"] / 1024, row["ours-loop"] / 1024, row["postfix"] / 1024))
     finally:
         shutil.rmtree(dumps, ignore_errors=True)
     with open(args.json, "w") as f:

@@ -20,6 +20,7 @@ missing (count minus the distinct seqs seen, when asked at the end).
 import hashlib
 import os
 import re
+import threading
 
 HEADER = b"X-Smtp-Integrity: "
 _FORMAT = (b"X-Smtp-Integrity: run=%s; seq=%d; count=%d; sha256=%s\r\n")
@@ -75,9 +76,12 @@ class RunCounts:
 
 
 class Verifier:
-    """Checks messages as they complete; keeps counts per run id."""
+    """Checks messages as they complete; keeps counts per run id, updated
+    under lock (sessions of several threads check messages at once; read
+    totals() and unmarked with the lock held)."""
 
-    def __init__(self):
+    def __init__(self, lock=None):
+        self.lock = lock if lock is not None else threading.Lock()
         self.runs = {}
         self.unmarked = 0           # messages without the line
 
@@ -86,12 +90,17 @@ class Verifier:
         Returns "ok", "corrupt", "duplicate" or None (not marked)."""
         found = examine(message)
         if found is None:
-            self.unmarked += 1
+            with self.lock:
+                self.unmarked += 1
             return None
         return self.record(*found)
 
     def record(self, run, seq, count, intact):
         """Count a message examine()d here or in another process."""
+        with self.lock:
+            return self._record(run, seq, count, intact)
+
+    def _record(self, run, seq, count, intact):
         counts = self.runs.get(run)
         if counts is None:
             counts = self.runs[run] = RunCounts(count)
@@ -107,3 +116,36 @@ class Verifier:
 
     def totals(self):
         return {run: counts.as_dict() for run, counts in sorted(self.runs.items())}
+
+
+class PipeVerifier:
+    """--verify in a worker of smtp-sink --procs: checks the digest here,
+    and tells the first process, which does the counting (collect()) --
+    a duplicate may well arrive at another worker than the original.
+    Whole lines, each in one write: atomic on a pipe."""
+
+    def __init__(self, fd):
+        self.fd = fd
+
+    def check(self, message):
+        found = examine(message)
+        if found is None:
+            os.write(self.fd, b"-\n")
+            return None
+        run, seq, count, intact = found
+        os.write(self.fd, b"%s %d %d %d\n" % (run.encode(), seq, count, intact))
+        return "ok" if intact else "corrupt"
+
+
+def collect(fd, verifier):
+    """Count what PipeVerifiers report on the pipe fd into verifier, until
+    every writer has closed it (a thread of the first process)."""
+    lines = os.fdopen(fd, "rb", buffering=1 << 16)
+    for line in lines:
+        fields = line.split()
+        if len(fields) == 4:
+            run, seq, count, intact = fields
+            verifier.record(run.decode(), int(seq), int(count), intact == b"1")
+        else:
+            with verifier.lock:
+                verifier.unmarked += 1

@@ -1,51 +1,39 @@
-"""Many sessions in one thread: a small event loop over epoll (or poll).
+"""The loop engine (--engine=loop; see smtpcore/engine.py): every session
+in one thread, on one event loop over a selectors selector (epoll on
+Linux), as Postfix's tools are built.
 
-Why not a thread per session: in CPython every socket call hands the
-global interpreter lock to another thread, and with twenty busy sessions
-those hand-offs (futex calls, context switches) cost more than the SMTP
-work itself -- measured here at about a third of the speed of Postfix's
-tools, against about the same speed with one thread and a poller, which is
-also how Postfix's tools are built.
-
-A session is written as straight-line code all the same: it is an object
-with a generator, `steps`, that yields what it waits for:
-
-    READABLE    its socket (session.fd) has input; the loop sends back True,
-                or False when session.deadline (time.monotonic(); None: no
-                limit) passed first
-    WRITABLE    its socket can take output (same deadline rule)
-    PARKED      nothing: someone calls loop.wake(session) later
-    a number    a pause of that many seconds
-    None        nothing: carry on after the others' turn
-
-The generator ends (returns) when the session is over.
+In CPython each blocking call of a thread hands the interpreter lock to
+another thread, and with twenty busy sessions those hand-overs (futex
+calls, context switches) cost about as much as the SMTP work itself; one
+thread and one poller have none of them.  The sessions are the same
+generators as under the threads engine: the loop resumes each when what it
+yielded is ready (a timer heap for pauses and deadlines, a queue for the
+sessions that are ready now).
 """
 
 import collections
 import heapq
 import os
-import select
+import selectors
 import time
 
-READABLE = "readable"
-WRITABLE = "writable"
-PARKED = "parked"
+from smtpcore.engine import PARKED, READABLE, WRITABLE, Waiter   # noqa: F401 (Waiter: for users)
 
-POLL_IN = getattr(select, "EPOLLIN", select.POLLIN)
-POLL_OUT = getattr(select, "EPOLLOUT", select.POLLOUT)
-POLL_ERR = getattr(select, "EPOLLERR", select.POLLERR) | getattr(select, "EPOLLHUP",
-                                                                  select.POLLHUP)
+POLL_IN = selectors.EVENT_READ
+POLL_OUT = selectors.EVENT_WRITE
 
 
 class Loop:
     """Runs sessions until none is left or stop() is called."""
 
+    engine = "loop"
+    failure = None              # (an exception a session raises comes out of run())
+
     def __init__(self, wakeable=True):
         """wakeable: stop() may come from another thread or a signal
         handler (a pipe wakes the poller); a tool that stops only from
         inside its sessions can do without the pipe's two descriptors."""
-        self.poller = None
-        self.epoll = hasattr(select, "epoll")
+        self.poller = None          # the selector, made by make_poller()
         self.waiting = {}           # fd -> the session waiting on it
         self.armed = {}             # fd -> the events the poller watches for
         self.timers = []            # heap of (when, sequence, session, kind)
@@ -71,17 +59,16 @@ class Loop:
         self.ready.append((session, value))
 
     def forget(self, fd):
-        """Stop watching fd; call it right before closing fd (epoll drops a
-        closed descriptor by itself, so that costs no system call)."""
+        """Stop watching fd; call it right before closing fd."""
         self.waiting.pop(fd, None)
-        if self.armed.pop(fd, None) is not None and not self.epoll:
+        if self.armed.pop(fd, None) is not None and self.poller is not None:
             self.poller.unregister(fd)
 
     def make_poller(self):
         """Make the poller now (it is made lazily otherwise): its descriptor
         number then comes before those of later sockets."""
         if self.poller is None:
-            self.poller = select.epoll() if self.epoll else select.poll()
+            self.poller = selectors.DefaultSelector()
             if self._wake_r >= 0:
                 self.poller.register(self._wake_r, POLL_IN)
 
@@ -100,14 +87,16 @@ class Loop:
             timeout = -1.0
             if timers:
                 timeout = max(0.0, timers[0][0] - time.monotonic())
-            for fd, events in self._poll(timeout):
+            for key, events in self.poller.select(None if timeout < 0 else timeout):
+                fd = key.fd
                 session = waiting.pop(fd, None)
                 if session is not None:
                     resume(session, True)
                 elif fd == self._wake_r:
                     self._drain_wakeups()
                 else:                           # nobody asked: stop watching
-                    self._arm(fd, 0)
+                    del self.armed[fd]
+                    self.poller.unregister(fd)
                 if self.stopped:
                     break
             if timers:
@@ -125,7 +114,7 @@ class Loop:
                 pass
 
     def close(self):
-        if self.poller is not None and self.epoll:
+        if self.poller is not None:
             self.poller.close()
         self.poller = None
         for fd in (self._wake_r, self._wake_w):
@@ -189,23 +178,9 @@ class Loop:
             self.poller.register(fd, events)
         self.armed[fd] = events
 
-    def _poll(self, timeout):
-        if self.epoll:
-            return self.poller.poll(timeout)
-        return self.poller.poll(None if timeout < 0 else timeout * 1000)
-
     def _drain_wakeups(self):
         try:
             while os.read(self._wake_r, 512):
                 pass
         except OSError:
             pass
-
-
-class Waiter:
-    """The attributes a session needs (a mix-in or a base class)."""
-
-    fd = -1
-    deadline = None
-    timer_at = None
-    steps = None

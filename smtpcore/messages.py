@@ -9,7 +9,9 @@ program name as it was invoked:
 
 A fatal error ends the program with exit status 1.  Here fatal() raises
 Fatal, which main() turns into that exit status, so that nothing prints a
-traceback and tests can call main() in-process.
+traceback and tests can call main() in-process.  As when Postfix's process
+is gone, nothing is said after the first fatal error (other threads may
+meet errors of their own while the program ends), nor after silence().
 """
 
 import os
@@ -50,15 +52,19 @@ class Messages:
     def __init__(self, prog, stream=None):
         self.prog = prog
         self.verbose = 0
+        self.silent = False         # after a fatal error, or silence()
         self._stream = stream
         self._lock = threading.Lock()
 
-    def _write(self, level, text):
+    def _write(self, level, text, last=False):
         data = to_bytes(self.prog) + b": " + level + to_bytes(text) + b"\n"
         stream = self._stream
         if stream is None:
             stream = getattr(sys.stderr, "buffer", None)
         with self._lock:
+            if self.silent:
+                return
+            self.silent = last
             try:
                 if stream is None:
                     sys.stderr.write(data.decode("utf-8", "replace"))
@@ -80,5 +86,10 @@ class Messages:
         self._write(b"error: ", text)
 
     def fatal(self, text):
-        self._write(b"fatal: ", text)
+        self._write(b"fatal: ", text, last=True)
         raise Fatal(text)
+
+    def silence(self):
+        """Say nothing more: the program is ending."""
+        with self._lock:
+            self.silent = True

@@ -16,13 +16,15 @@ and stops them all on request, on SIGTERM/SIGINT, or when a worker asks
 for the whole group to end (-M, -n).
 """
 
-import contextlib
 import mmap
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
+
+MAX_PROCS = 256                 # --procs: at most so many processes
 
 
 class SharedCounters:
@@ -60,13 +62,13 @@ class SharedCounters:
 
 
 class LocalCounts:
-    """Named counters of this process only: plain attributes, and a lock
-    that costs nothing (the same interface as SharedCounts)."""
+    """Named counters of this process only: plain attributes, and the lock
+    to update them under (the same interface as SharedCounts)."""
 
     def __init__(self, names):
         for name in names:
             setattr(self, name, 0)
-        self.lock = contextlib.nullcontext()
+        self.lock = threading.Lock()
 
 
 class SharedCounts:

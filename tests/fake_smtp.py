@@ -359,7 +359,7 @@ def command(tool, args):
     """argv for a tool; both print "smtp-source: ..." in diagnostics."""
     if tool == POSTFIX:
         return ["smtp-source"] + list(args), support.POSTFIX_SOURCE
-    return [sys.executable, support.SOURCE] + list(args), None
+    return support.tool_cmd(support.SOURCE, *args), None
 
 
 def run_tool(tool, args, server=None, timeout=support.TIMEOUT, cwd=None):

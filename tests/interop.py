@@ -8,7 +8,7 @@
   LA_DE_DA, length_body()
                the bodies smtp-source sends, as a capture record shows them
   MODES        the loads (plain, -d, -r, -l) each pairing runs
-  SOURCES, SINKS
+  source_cmd, sink_cmd
                the commands of Postfix's tools and ours
 
 Not a test module itself (the name does not start with "test").
@@ -238,11 +238,18 @@ def sink_counters(stdout):
     return stdout.split(b"\r")[:-1] if stdout.endswith(b"\r") else stdout.split(b"\r")
 
 
-# The two implementations of each tool, as commands (sinks with -u nobody
-# when root).
-SOURCES = {"postfix": [support.POSTFIX_SOURCE], "ours": [sys.executable, support.SOURCE]}
-SINKS = {"postfix": [support.POSTFIX_SINK] + support.PRIVS,
-         "ours": [sys.executable, support.SINK] + support.PRIVS}
+# The two implementations of each tool (sinks with -u nobody when root);
+# ours under the running test's engine (support.both_engines).
+IMPLEMENTATIONS = ("postfix", "ours")
+
+
+def source_cmd(kind):
+    return [support.POSTFIX_SOURCE] if kind == "postfix" else support.tool_cmd(support.SOURCE)
+
+
+def sink_cmd(kind):
+    return ([support.POSTFIX_SINK] if kind == "postfix" else support.tool_cmd(support.SINK)) \
+        + support.PRIVS
 
 
 def need(kind):

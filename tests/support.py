@@ -50,7 +50,54 @@ def need_program(name):
     return path
 
 
+# ------------------------------------------------------------------ engines
+#
+# Every test that runs sessions runs under both engines of our tools.  A
+# test class that mixes in BothEngines runs as it is (the default engine,
+# threads, with no option given, as users run the tools), and its twin
+# <Name>Loop, made here, runs every test again with --engine=loop given to
+# each run of our tools that goes through these helpers (tool_cmd,
+# python_cmd, InProcessSink, engine_args for main() called in-process).
+
+ENGINE = None           # the engine the test running now asks for (None: default)
+
+
+def engine_args():
+    """The option that selects the engine of the running test, if any."""
+    return ["--engine=" + ENGINE] if ENGINE else []
+
+
+class BothEngines:
+    """Mix-in of a TestCase whose tests run sessions: see above."""
+
+    engine = None       # None: the default engine
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.engine is None:
+            twin = type(cls.__name__ + "Loop", (cls,), {
+                "engine": "loop", "__module__": cls.__module__,
+                "__qualname__": cls.__qualname__ + "Loop"})
+            setattr(sys.modules[cls.__module__], twin.__name__, twin)
+
+    def run(self, result=None):
+        global ENGINE
+        ENGINE = self.engine
+        try:
+            return super().run(result)
+        finally:
+            ENGINE = None
+
+
+def tool_cmd(script, *args):
+    """argv for one of our tools (SINK, SOURCE) under the running test's
+    engine."""
+    return [sys.executable, script] + engine_args() + [os.fsdecode(a) for a in args]
+
+
 def python_cmd(script, *args):
+    if script in (SINK, SOURCE):
+        return tool_cmd(script, *args)
     return [sys.executable, script] + [os.fsdecode(a) for a in args]
 
 
@@ -275,13 +322,13 @@ class InProcessSink:
         from smtpcore import endpoints, messages
         self._err = io.BytesIO()
         self.msg = messages.Messages("smtp-sink", stream=self._err)
-        settings = smtp_sink.parse_options(list(args) + [endpoint, backlog], self.msg)
+        settings = smtp_sink.parse_options(engine_args() + list(args) + [endpoint, backlog],
+                                           self.msg)
         self.msg.verbose = settings.verbose
         listener, kind = endpoints.listen(settings.endpoint, settings.backlog, self.msg,
                                           settings.family, settings.window)
-        self.server = smtp_sink.SinkServer(settings, listener, self.msg)
         self._out = io.BytesIO()
-        self.server.stdout = self._out
+        self.server = smtp_sink.new_server(settings, listener, self.msg, stdout=self._out)
         if kind == "unix":
             self.address, self.family = endpoint[5:], socket.AF_UNIX
         else:
@@ -294,7 +341,7 @@ class InProcessSink:
 
     def _serve(self):
         try:
-            self.status = self.server.serve()
+            self.status = self.server.serve_sessions()
         finally:
             self.server.server_close()
             self.done.set()

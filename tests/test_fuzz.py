@@ -256,16 +256,15 @@ class CoreFuzzTest(FuzzCase):
     def harness(self, options):
         sys.path.insert(0, support.ROOT) if support.ROOT not in sys.path else None
         import smtp_sink
-        from smtpcore import endpoints, loop, messages
-        self.smtp_sink, self.loop = smtp_sink, loop
+        from smtpcore import endpoints, engine, messages
+        self.smtp_sink, self.engine = smtp_sink, engine
         self.err = io.BytesIO()
         msg = messages.Messages("smtp-sink", stream=self.err)
         settings = smtp_sink.parse_options(list(options) + ["127.0.0.1:0", "10"], msg)
         listener, _ = endpoints.listen(settings.endpoint, settings.backlog, msg,
                                        settings.family, settings.window)
-        self.addCleanup(listener.close)
-        self.server = smtp_sink.SinkServer(settings, listener, msg)
-        self.addCleanup(self.server.loop.close)
+        self.server = smtp_sink.new_server(settings, listener, msg)
+        self.addCleanup(self.server.server_close)
 
     def play(self, case):
         """One session over a socketpair; returns (replies, ended by the server)."""
@@ -273,8 +272,9 @@ class CoreFuzzTest(FuzzCase):
         with ours, theirs:
             ours.setblocking(False)
             theirs.setblocking(False)
+            number = self.server.session_begun()        # as an accept does
             session = self.smtp_sink.Session(self.server, ours, "")
-            self.server.active[session.fd] = session
+            session.number = number
             replies = bytearray()
 
             def collect():
@@ -294,9 +294,9 @@ class CoreFuzzTest(FuzzCase):
                         wanted = session.steps.send(value)
                     except StopIteration:
                         return False
-                    if wanted is self.loop.READABLE:
+                    if wanted is self.engine.READABLE:
                         return True
-                    if wanted is self.loop.WRITABLE:
+                    if wanted is self.engine.WRITABLE:
                         collect()
                         value = True
                         continue
@@ -327,7 +327,7 @@ class CoreFuzzTest(FuzzCase):
             got, _ = self.play(case)
             if got != bytes(case.expected.replies):
                 self.fail(case.describe("replies differ", got))
-            if len(self.server.active) != 0:
+            if self.server.counts.active != 0:
                 self.fail(case.describe("the session was not cleaned up"))
         content = b""
         if os.path.exists(path):
@@ -345,7 +345,7 @@ class CoreFuzzTest(FuzzCase):
         self.run_mode(True)
 
 
-class SocketFuzzTest(FuzzCase):
+class SocketFuzzTest(support.BothEngines, FuzzCase):
     """The sink serving on loopback, BATCH connections at once, each
     sending its pieces as separate writes and then half-closing."""
 
@@ -382,7 +382,7 @@ class SocketFuzzTest(FuzzCase):
         self.run_mode(True)
 
 
-class PostfixFuzzTest(FuzzCase):
+class PostfixFuzzTest(support.BothEngines, FuzzCase):
     """Differential: a subset of the cases against Postfix's smtp-sink,
     compared with the same model (and so with ours).  Postfix may hold
     back replies of a pipelined batch until more input comes; after the

@@ -63,7 +63,7 @@ class CaptureSink:
         return interop.records(self.capture)
 
 
-class SmtplibTest(unittest.TestCase):
+class SmtplibTest(support.BothEngines, unittest.TestCase):
     """smtplib.SMTP and smtplib.LMTP to our sink."""
 
     def check_smtp(self, records, client_addr):
@@ -160,7 +160,7 @@ class SmtplibTest(unittest.TestCase):
             directory = support.temp_dir(self)
             where = interop.endpoint(self, "ipv4")
             capture = os.path.join(directory, "capture")
-            peer = Peer(self, interop.SINKS[kind] + ["-c", "-n", "1", "-D", capture,
+            peer = Peer(self, interop.sink_cmd(kind) + ["-c", "-n", "1", "-D", capture,
                                                      where.text, "10"], where)
             self.assertEqual(smtplib_client.deliver("smtp", *where.address), SMTP_RESULT)
             rc, out, err = peer.wait_exit()
@@ -173,7 +173,7 @@ class SmtplibTest(unittest.TestCase):
         self.check_smtp(interop.records(capture), b"127.0.0.1")
 
 
-class SwaksTest(unittest.TestCase):
+class SwaksTest(support.BothEngines, unittest.TestCase):
     """swaks (Debian's package) to our sink."""
 
     def setUp(self):

@@ -19,12 +19,12 @@ import unittest
 from concurrent import futures
 
 from tests import interop, support
-from tests.interop import MODES, SOURCES, Peer, helo_name
+from tests.interop import MODES, Peer, helo_name, source_cmd
 
 PEER = os.path.join(support.ROOT, "tests", "aiosmtpd_peer.py")
 
 
-class AiosmtpdTest(unittest.TestCase):
+class AiosmtpdTest(support.BothEngines, unittest.TestCase):
 
     def setUp(self):
         self.python = support.aiosmtpd_python()
@@ -45,7 +45,7 @@ class AiosmtpdTest(unittest.TestCase):
 
         # 1. Every load of every source at once; each counts all its messages.
         with futures.ThreadPoolExecutor(len(MODES) * len(sources)) as pool:
-            jobs = {(source, mode.name): pool.submit(support.run, SOURCES[source] + lmtp + [
+            jobs = {(source, mode.name): pool.submit(support.run, source_cmd(source) + lmtp + [
                 "-c", "-M", helo_name(mode, source), "-m", str(mode.messages)] + mode.flags
                 + [where.text]) for source in sources for mode in MODES}
             results = {key: job.result() for key, job in jobs.items()}

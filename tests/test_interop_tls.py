@@ -50,7 +50,7 @@ def verify_counts(sink):
     return lines[-1]["verify"]
 
 
-class OurSinkTests(unittest.TestCase):
+class OurSinkTests(support.BothEngines, unittest.TestCase):
 
     def sink(self, *args):
         cert, key = certificate()
@@ -176,7 +176,7 @@ class CorruptingRelay:
             thread.join(support.TIMEOUT)
 
 
-class CorruptionTests(unittest.TestCase):
+class CorruptionTests(support.BothEngines, unittest.TestCase):
 
     def test_a_corrupted_body_is_counted_corrupt(self):
         need_sink_options("verify")
@@ -310,7 +310,7 @@ class Aiosmtpd:
         self.proc.stderr.close()
 
 
-class AiosmtpdTests(unittest.TestCase):
+class AiosmtpdTests(support.BothEngines, unittest.TestCase):
 
     def test_starttls_without_chunking(self):
         server = Aiosmtpd(self)

@@ -23,7 +23,7 @@ def files_under(top):
     return sorted(os.path.join(d, f) for d, _, fs in os.walk(top) for f in fs)
 
 
-class SingleFileTest(unittest.TestCase):
+class SingleFileTest(support.BothEngines, unittest.TestCase):
     """-d: one file per message."""
 
     def test_template_directories_and_modes(self):
@@ -67,7 +67,7 @@ class SingleFileTest(unittest.TestCase):
         self.assertTrue(record.endswith(body.replace(b"\r\n", b"\n") + b"\n"))
 
 
-class SharedFileTest(unittest.TestCase):
+class SharedFileTest(support.BothEngines, unittest.TestCase):
     """-D: whole records appended to one file."""
 
     def test_appends_to_existing_file(self):
@@ -113,7 +113,7 @@ class SharedFileTest(unittest.TestCase):
             self.assertEqual(len(set(body.replace(b"\n", b""))), 1, "records interleaved")
 
 
-class CaptureFailureTest(unittest.TestCase):
+class CaptureFailureTest(support.BothEngines, unittest.TestCase):
     """A capture that cannot be made or written is never acknowledged."""
 
     def blocked_dir(self):

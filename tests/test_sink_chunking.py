@@ -44,7 +44,7 @@ def read(path):
         return f.read()
 
 
-class ChunkingTest(unittest.TestCase):
+class ChunkingTest(support.BothEngines, unittest.TestCase):
 
     def test_ehlo_announces_chunking_last(self):
         sink = InProcessSink(self, ["--chunking"])

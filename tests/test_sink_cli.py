@@ -459,7 +459,7 @@ class UsageTest(SweepBase):
         self.assertEqual(lines[0], (USAGE % b"smtp-sink").decode())
         names = [line.split()[0] for line in lines[1:]]
         self.assertEqual(sorted(name.split("=")[0] for name in names),
-                         ["--chunking", "--help", "--keep-pipelining", "--lmtp-replies",
+                         ["--chunking", "--engine", "--help", "--keep-pipelining", "--lmtp-replies",
                           "--maildir", "--procs", "--seed", "--stats", "--tls", "--tls-cert",
                           "--tls-key", "--verify"])
         self.assertTrue(all(len(line) <= 100 for line in lines[1:]))

@@ -196,7 +196,7 @@ def read_dumps(directory):
     return {k: sorted(v) for k, v in found.items()}
 
 
-class DifferentialBase(unittest.TestCase):
+class DifferentialBase(support.BothEngines, unittest.TestCase):
     """Runs a case against both sinks; everything seen must match."""
 
     maxDiff = None

@@ -92,7 +92,7 @@ def mount_or_skip(test, args, what):
     test.addCleanup(support.run, ["umount", "-l", args[-1]])
 
 
-class PlantedNameTest(unittest.TestCase):
+class PlantedNameTest(support.BothEngines, unittest.TestCase):
     """-d names are a template plus 8 random hex digits.  Whoever can write
     to the dump directory may guess them (Postfix's generator is seeded by
     the clock) and plant a symlink or a file there first: the sink must
@@ -101,12 +101,10 @@ class PlantedNameTest(unittest.TestCase):
     SEED = 4242
 
     def sink_with_known_ids(self, top):
-        sink = InProcessSink(self, ["-d", top + "/f."])
-        if not isinstance(getattr(sink.server, "random", None), random.Random):
-            self.fail("the sink no longer draws capture ids from server.random: "
-                      "update how this test predicts them")
-        sink.server.random = random.Random(self.SEED)
-        rng = random.Random(self.SEED)
+        """A sink whose first session's capture ids are known (--seed: see
+        its documentation; a guess of the clock does as well)."""
+        sink = InProcessSink(self, ["--seed=%d" % self.SEED, "-d", top + "/f."])
+        rng = random.Random("%d:0" % self.SEED)
         return sink, [os.path.join(top, "f.%08x" % rng.getrandbits(31)) for _ in range(200)]
 
     def test_symlink_at_the_next_name(self):
@@ -185,7 +183,7 @@ class PlantedNameTest(unittest.TestCase):
         self.assertEqual(os.listdir(top), ["all"])          # no spill file left behind
 
 
-class ModeTest(unittest.TestCase):
+class ModeTest(support.BothEngines, unittest.TestCase):
     """Modes of what the sink creates, under various umasks (a subprocess
     each: the umask is per process)."""
 
@@ -249,7 +247,7 @@ class ModeTest(unittest.TestCase):
         self.assertTrue(read(path).startswith(b"earlier\nX-Client-Addr: "))
 
 
-class UnwritableTest(unittest.TestCase):
+class UnwritableTest(support.BothEngines, unittest.TestCase):
     """A capture that cannot be stored: never 250, a warning, and the next
     client is served.  The sink is a subprocess (as root: -u nobody, so
     that permissions apply)."""
@@ -339,7 +337,7 @@ class UnwritableTest(unittest.TestCase):
         self.assertEqual(os.listdir(source), [])
 
 
-class FailingWriteTest(unittest.TestCase):
+class FailingWriteTest(support.BothEngines, unittest.TestCase):
     """Failures injected into the capture writer (in-process), so that
     they run everywhere."""
 
@@ -397,7 +395,7 @@ class FailingWriteTest(unittest.TestCase):
                                         rb"Input/output error\n$")
 
 
-class TerminateTest(unittest.TestCase):
+class TerminateTest(support.BothEngines, unittest.TestCase):
     """SIGTERM while big records are being appended to a -D file by several
     clients: the record being written is finished, the others are not
     started, and the process then ends as killed by SIGTERM."""

@@ -31,7 +31,7 @@ def files_under(top):
     return sorted(os.path.join(d, f) for d, _, fs in os.walk(top) for f in fs)
 
 
-class HostileCase(unittest.TestCase):
+class HostileCase(support.BothEngines, unittest.TestCase):
 
     maxDiff = None
 

@@ -110,7 +110,7 @@ class Sink:
         return self.server.stop()
 
 
-class RunAsUserTest(unittest.TestCase):
+class RunAsUserTest(support.BothEngines, unittest.TestCase):
     """-u nobody: all user and group ids, and the supplementary groups."""
 
     def setUp(self):
@@ -168,7 +168,7 @@ class RunAsUserTest(unittest.TestCase):
             self.assertEqual(heads["postfix"], heads["ours"])
 
 
-class JailTest(unittest.TestCase):
+class JailTest(support.BothEngines, unittest.TestCase):
     """-R jail -u nobody: the process is jailed, the socket opened before the
     chroot still works, and dumps land inside the jail, made by nobody.
     The jail is an empty directory: no /etc, /usr or Python library in it,
@@ -298,7 +298,7 @@ class JailTest(unittest.TestCase):
                 self.assertEqual(sink.stop()[2], b"")
 
 
-class NotRootTest(unittest.TestCase):
+class NotRootTest(support.BothEngines, unittest.TestCase):
     """Started as an ordinary user (setpriv to nobody): -u fails the way
     initgroups(3) fails for Postfix; without -u the sink just runs."""
 
@@ -371,7 +371,7 @@ def capabilities(pid):
     return found
 
 
-class DroppedForGoodTest(unittest.TestCase):
+class DroppedForGoodTest(support.BothEngines, unittest.TestCase):
     """What RunAsUserTest and JailTest leave out: no capability is left
     (nothing to regain root with), the starter's own supplementary groups
     are gone, the working directory is inside the jail, a large spilled

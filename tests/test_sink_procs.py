@@ -23,7 +23,7 @@ def children(pid):
         return [int(p) for p in f.read().split()]
 
 
-class ProcsTest(unittest.TestCase):
+class ProcsTest(support.BothEngines, unittest.TestCase):
 
     def start(self, options, unix=True):
         base = support.temp_dir(self)
@@ -140,7 +140,7 @@ class ProcsTest(unittest.TestCase):
                              % value.encode())
 
 
-class MaildirTest(unittest.TestCase):
+class MaildirTest(support.BothEngines, unittest.TestCase):
     """--maildir=DIR: each message as a Maildir file, renamed into new/
     before its 250; the same record as -d."""
 

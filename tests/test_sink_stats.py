@@ -32,7 +32,7 @@ def read_lines(path):
         return []
 
 
-class StatsTest(unittest.TestCase):
+class StatsTest(support.BothEngines, unittest.TestCase):
 
     def test_counts(self):
         sink = InProcessSink(self, ["--stats=0"])
@@ -108,7 +108,7 @@ class StatsTest(unittest.TestCase):
         self.assertIs(sink.server.session_class, smtp_sink.ExtendedSession)
 
 
-class StatsProcessTest(unittest.TestCase):
+class StatsProcessTest(support.BothEngines, unittest.TestCase):
     """The last line when the program ends; the file, opened as root."""
 
     def start(self, args, probe=True):

@@ -161,7 +161,7 @@ class SyslogCatcher:
         return found
 
 
-class SyslogBase(unittest.TestCase):
+class SyslogBase(support.BothEngines, unittest.TestCase):
     maxDiff = None
 
     def setUp(self):

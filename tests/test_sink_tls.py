@@ -25,7 +25,7 @@ READY = b"220 2.0.0 Ready to start TLS\r\n"
 MESSAGE = b"Subject: over TLS\r\n\r\n.dotted\r\nbody\r\n"
 
 
-class TLSBase(unittest.TestCase):
+class TLSBase(support.BothEngines, unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):

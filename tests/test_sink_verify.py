@@ -43,7 +43,7 @@ def stats_lines(data):
             if line.startswith(b"{")]
 
 
-class VerifyTest(unittest.TestCase):
+class VerifyTest(support.BothEngines, unittest.TestCase):
     """The counts, over one pipelining connection and several."""
 
     def test_ok_corrupt_duplicate_missing(self):
@@ -121,7 +121,7 @@ class VerifyTest(unittest.TestCase):
         self.assertEqual(sink.stdout(), b"")
 
 
-class VerifyProcessTest(unittest.TestCase):
+class VerifyProcessTest(support.BothEngines, unittest.TestCase):
     """The counts at the end of a real process: -M, SIGUSR1, SIGTERM."""
 
     def start(self, args):
@@ -174,7 +174,7 @@ class VerifyProcessTest(unittest.TestCase):
         self.assertEqual(rc, -signal.SIGUSR1)
 
 
-class SourceToSinkTest(unittest.TestCase):
+class SourceToSinkTest(support.BothEngines, unittest.TestCase):
     """Our smtp-source --integrity against our smtp-sink --verify."""
 
     def source_has_integrity(self):

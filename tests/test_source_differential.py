@@ -31,7 +31,7 @@ REJECT = {
 }
 
 
-class DifferentialCase(unittest.TestCase):
+class DifferentialCase(support.BothEngines, unittest.TestCase):
 
     def setUp(self):
         support.need_postfix()

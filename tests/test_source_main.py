@@ -30,7 +30,7 @@ def open_fds():
     return sorted(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
 
 
-class MainCase(unittest.TestCase):
+class MainCase(support.BothEngines, unittest.TestCase):
 
     def main(self, args, server=None):
         """Run main(args) with TARGET filled in; returns (status, stdout, stderr)."""
@@ -40,7 +40,7 @@ class MainCase(unittest.TestCase):
         err = io.TextIOWrapper(io.BytesIO(), write_through=True)
         with mock.patch.object(sys, "argv", ["smtp_source.py"]), \
                 contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            status = smtp_source.main(args)
+            status = smtp_source.main(support.engine_args() + args)
         return status, out.buffer.getvalue(), err.buffer.getvalue()
 
 

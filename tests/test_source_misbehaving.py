@@ -88,7 +88,7 @@ def dribbled(reply):
     return script
 
 
-class MisbehavingCase(unittest.TestCase):
+class MisbehavingCase(support.BothEngines, unittest.TestCase):
 
     maxDiff = None
 

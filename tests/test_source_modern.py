@@ -101,7 +101,7 @@ class Seen:
         return self.reply
 
 
-class ModernCase(unittest.TestCase):
+class ModernCase(support.BothEngines, unittest.TestCase):
 
     def source(self, args, replies=None, lmtp=False, tls=False, implicit_tls=False,
                timeout=support.TIMEOUT):
@@ -468,7 +468,7 @@ class ImplicitTlsTests(ModernCase):
         self.assertRegex(result.stderr, rb"^smtp-source: fatal: TLS handshake failed: \S+")
 
 
-class HandshakeTimeoutTests(unittest.TestCase):
+class HandshakeTimeoutTests(support.BothEngines, unittest.TestCase):
 
     def test_silent_server(self):
         # The server says 220 to STARTTLS and then nothing.  The handshake
@@ -481,7 +481,7 @@ class HandshakeTimeoutTests(unittest.TestCase):
         with mock.patch.object(smtp_source, "TIMEOUT", 1), \
                 mock.patch.object(sys, "argv", ["smtp_source.py"]), \
                 contextlib.redirect_stderr(err):
-            status = smtp_source.main(M + ["--starttls", server.target])
+            status = smtp_source.main(support.engine_args() + M + ["--starttls", server.target])
         self.assertEqual((status, err.buffer.getvalue()),
                          (1, b"smtp-source: fatal: timeout while performing the TLS handshake\n"))
         self.assertLess(time.monotonic() - started, support.TIMEOUT)

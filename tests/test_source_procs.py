@@ -24,7 +24,7 @@ def messages(connections):
     return [data for conn in connections for data in conn.messages()]
 
 
-class ProcsTest(unittest.TestCase):
+class ProcsTest(support.BothEngines, unittest.TestCase):
 
     def run_source(self, args, replies=None):
         server = FakeServer(replies).start(self)

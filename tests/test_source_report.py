@@ -35,7 +35,7 @@ def delayed(reply, seconds):
     return answer
 
 
-class ReportCase(unittest.TestCase):
+class ReportCase(support.BothEngines, unittest.TestCase):
 
     def source(self, args, replies=None, lmtp=False, tls=False, server=None):
         if server is None:

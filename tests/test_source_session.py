@@ -39,7 +39,7 @@ def undate(message):
     return message[:found.start()] + b"Date: <date>\r\n" + message[found.end():]
 
 
-class SessionCase(unittest.TestCase):
+class SessionCase(support.BothEngines, unittest.TestCase):
 
     def source(self, args, replies=None, family="inet", lmtp=False, timeout=support.TIMEOUT):
         self.server = FakeServer(replies, family, lmtp).start(self)

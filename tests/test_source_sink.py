@@ -37,7 +37,7 @@ def dumps(directory):
     return contents
 
 
-class PostfixSinkTests(unittest.TestCase):
+class PostfixSinkTests(support.BothEngines, unittest.TestCase):
 
     def setUp(self):
         support.need_postfix()
@@ -104,7 +104,7 @@ class PostfixSinkTests(unittest.TestCase):
         self.assertEqual(len(dumps(dump_dir)), 200)
 
 
-class OurSinkTests(unittest.TestCase):
+class OurSinkTests(support.BothEngines, unittest.TestCase):
 
     def setUp(self):
         if not os.path.exists(support.SINK):
@@ -123,7 +123,7 @@ class OurSinkTests(unittest.TestCase):
         self.assertTrue(sink_out.endswith(b"\rsess=40 quit=40 mesg=40\r"), sink_out[-60:])
 
 
-class DemoTests(unittest.TestCase):
+class DemoTests(support.BothEngines, unittest.TestCase):
 
     def setUp(self):
         if not os.path.exists(support.SINK):

@@ -1,0 +1,244 @@
+"""The threads engine (the default; see smtpcore/engine.py): a thread per
+session.
+
+Each session runs in a thread of its own, and its waits are plain blocking
+calls in that thread:
+
+    READABLE, WRITABLE  a selectors selector of the session's own, on its
+                        socket, with the session's deadline as the timeout
+                        (a PollSelector: it holds no descriptor, so that
+                        smtp-source's descriptors are numbered as Postfix's)
+    a pause             an Event that stop() sets, with the pause as timeout
+    PARKED              an Event of the session's own that wake() sets
+
+Threads get a small stack (STACK_SIZE): a session needs little, and a sink
+may hold a thousand idle ones.
+
+stop() must also reach a thread blocked on its socket with no deadline.  A
+wakeable driver holds a pipe that every session's selector watches too;
+stop() writes to it.  smtp-source's driver is not wakeable (two more
+descriptors would shift the numbers in its Message-Ids), so whoever owns
+the sockets shuts their reading side down (which sends nothing) to wake
+them.
+"""
+
+import os
+import selectors
+import threading
+import time
+
+from smtpcore.engine import PARKED, READABLE, WRITABLE
+
+STACK_SIZE = 256 * 1024         # bytes; the C default is 8 MiB (of address space)
+
+_stack_lock = threading.Lock()
+
+
+def start_thread(thread):
+    """Start a (daemon) thread with a STACK_SIZE stack."""
+    with _stack_lock:
+        try:
+            old = threading.stack_size(STACK_SIZE)
+        except (ValueError, RuntimeError):      # not settable here: the default
+            thread.start()
+            return thread
+        try:
+            thread.start()
+        finally:
+            threading.stack_size(old)
+    return thread
+
+
+class ThreadDriver:
+    """Runs each session in a thread of its own until it ends or stop()."""
+
+    engine = "threads"
+
+    def __init__(self, wakeable=True):
+        self.lock = threading.Lock()
+        self.ended = threading.Condition(self.lock)     # a session ended
+        self.running = {}           # session -> its _Waits, while it runs
+        self.threads = set()        # those started by start()
+        self.stopped = False
+        self.failure = None         # the first exception a session raised
+        self.halt = threading.Event()   # ends pauses early at stop()
+        self.placeholder = -1       # see make_poller()
+        self.wake_r = self.wake_w = -1
+        if wakeable:
+            self.wake_r, self.wake_w = os.pipe()
+            os.set_blocking(self.wake_w, False)
+
+    # ---- sessions
+
+    def start(self, session):
+        """Run session in a new thread."""
+        waits = _Waits(self)
+        thread = threading.Thread(target=self._thread, args=(session, waits),
+                                  name="session", daemon=True)
+        with self.lock:
+            self.running[session] = waits
+            self.threads.add(thread)
+        start_thread(thread)
+
+    def drive(self, session, waits=None):
+        """Run session to its end in the calling thread (smtp-sink's pool of
+        session threads calls this).  What the session raises comes out."""
+        if waits is None:
+            waits = _Waits(self)
+            with self.lock:
+                self.running[session] = waits
+        steps = session.steps
+        try:
+            try:
+                wanted = steps.send(None)
+            except StopIteration:
+                return
+            while True:
+                if wanted is READABLE or wanted is WRITABLE:
+                    value = waits.io(session.fd, wanted is READABLE, session.deadline)
+                elif wanted is None:
+                    value = True
+                elif wanted is PARKED:
+                    value = waits.park()
+                else:
+                    self.halt.wait(wanted)
+                    value = None
+                if self.stopped:
+                    steps.close()           # cut off at its wait, as the loop does
+                    return
+                try:
+                    wanted = steps.send(value)
+                except StopIteration:
+                    return
+        finally:
+            waits.close()
+            with self.lock:
+                self.running.pop(session, None)
+                self.ended.notify_all()
+
+    def wake(self, session, value=True):
+        """Resume a PARKED session; from any thread."""
+        waits = self.running.get(session)
+        if waits is not None:
+            waits.value = value
+            waits.parked.set()
+
+    def forget(self, fd):
+        """Nothing to do: a session's selector is its own, and it lets go of
+        an old descriptor when the session waits on a new one."""
+
+    def make_poller(self):
+        """Postfix's smtp-source makes its poller right after its first
+        socket, and the Message-Ids show descriptor numbers.  No thread has a
+        poller of its own here, so hold a descriptor in its place."""
+        if self.placeholder < 0:
+            self.placeholder = os.open(os.devnull, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+
+    # ---- running
+
+    def run(self):
+        """Until every started session has ended, or stop(); then raise what
+        a session raised, if one did."""
+        with self.lock:
+            while self.running and not self.stopped:
+                # (a timeout: a stop() from a signal handler cannot notify)
+                self.ended.wait(1.0)
+        if self.failure is not None:
+            raise self.failure
+
+    def fail(self, error):
+        """A session raised error: keep the first, and stop everything."""
+        with self.lock:
+            if self.failure is None:
+                self.failure = error
+        self.stop()
+
+    def stop(self):
+        """Cut every session off at its next wait, and end run() soon.  Safe
+        from another thread and from a signal handler (it takes no lock
+        that the interrupted code might hold)."""
+        self.stopped = True
+        if self.wake_w >= 0:
+            try:
+                os.write(self.wake_w, b"x")
+            except OSError:
+                pass
+        self.halt.set()
+        for waits in list(self.running.values()):
+            waits.parked.set()
+        if threading.current_thread() is not threading.main_thread() \
+                and self.lock.acquire(blocking=False):
+            try:
+                self.ended.notify_all()
+            finally:
+                self.lock.release()
+
+    def close(self):
+        """Stop, and wait for the threads of start() to end."""
+        self.stop()
+        with self.lock:
+            threads = list(self.threads)
+        for thread in threads:
+            if thread is not threading.current_thread():
+                thread.join()
+        for fd in (self.wake_r, self.wake_w, self.placeholder):
+            if fd >= 0:
+                os.close(fd)
+        self.wake_r = self.wake_w = self.placeholder = -1
+
+    def _thread(self, session, waits):
+        try:
+            self.drive(session, waits)
+        except BaseException as error:     # a fatal error, or a bug: run() raises it
+            self.fail(error)
+        finally:
+            with self.lock:
+                self.threads.discard(threading.current_thread())
+
+
+_Selector = getattr(selectors, "PollSelector", selectors.SelectSelector)
+
+
+class _Waits:
+    """How one session's thread waits: its selector, its park."""
+
+    __slots__ = ("driver", "selector", "fd", "events", "parked", "value")
+
+    def __init__(self, driver):
+        self.driver = driver
+        self.selector = None        # made at the first I/O wait
+        self.fd = -1                # ... registered for these events
+        self.events = 0
+        self.parked = threading.Event()
+        self.value = True
+
+    def io(self, fd, readable, deadline):
+        """Wait until fd is ready (True) or the deadline passed (False)."""
+        events = selectors.EVENT_READ if readable else selectors.EVENT_WRITE
+        selector = self.selector
+        if selector is None:
+            selector = self.selector = _Selector()
+            if self.driver.wake_r >= 0:
+                selector.register(self.driver.wake_r, selectors.EVENT_READ)
+        if fd != self.fd:
+            if self.fd >= 0:
+                selector.unregister(self.fd)
+            selector.register(fd, events)
+            self.fd, self.events = fd, events
+        elif events != self.events:
+            selector.modify(fd, events)
+            self.events = events
+        timeout = None
+        if deadline is not None:
+            timeout = max(0.0, deadline - time.monotonic())
+        return bool(selector.select(timeout))
+
+    def park(self):
+        self.parked.wait()
+        self.parked.clear()
+        return self.value
+
+    def close(self):
+        if self.selector is not None:
+            self.selector.close()
+            self.selector = None
