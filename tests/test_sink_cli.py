@@ -293,6 +293,12 @@ USAGE_CASES = [
     PRIVS + ["-m", "0", EP, "5", "extra"],
     # glibc getopt without long options: "--x" is the option letter '-'.
     ["-c", "--x"], ["--=x"], PRIVS + ["--", "--", EP, "5"],
+    # No abbreviations of our long options: to Postfix they are letters too.
+    ["--he"], ["--chunk"], PRIVS + ["--proc=2", EP, "5"],
+    # Clusters: letters before a bad one are flags; a value takes the rest.
+    ["-cXm", "5"], PRIVS + ["-cm"], ["-:"], PRIVS + ["-c:", EP, "5"], ["-+"],
+    PRIVS + ["-mabcX", "-Z"], PRIVS + ["-h", "", "-Z"], PRIVS + ["-h", "--help", EP, "0"],
+    PRIVS + ["-c\u00e9", EP, "5"],                 # glibc names the first byte
 ]
 NUMBER_CASES = [PRIVS + [flag, value, EP, "5"]
                 for flag in ("-m", "-M", "-n", "-t", "-H", "-T", "-w")
