@@ -300,6 +300,16 @@ USAGE_CASES = [
     PRIVS + ["-mabcX", "-Z"], PRIVS + ["-h", "", "-Z"], PRIVS + ["-h", "--help", EP, "0"],
     PRIVS + ["-c\u00e9", EP, "5"],                 # glibc names the first byte
 ]
+# Postfix shows a byte that is not printable ASCII as '?' in its own
+# diagnostics, but not in getopt's complaint or in the program name in front.
+UNPRINTABLE = "\t\u00e9\udcff\x7f"
+PRINTABLE_CASES = [
+    PRIVS + [flag, "a" + UNPRINTABLE, EP, "5"] for flag in ("-m", "-t", "-q", "-W", "-b")] + [
+    PRIVS + ["-W", "rcpt:" + UNPRINTABLE, EP, "5"], PRIVS + ["-m", "0", "-\u00e9"],
+    PRIVS + ["-s", "a" + UNPRINTABLE, "-\udcff"], PRIVS + [UNPRINTABLE + ":25", "5"],
+    PRIVS + ["unix:{dir}/nonexistent/" + UNPRINTABLE, "5"],
+    ["-u", "a" + UNPRINTABLE, EP, "5"], ["-u", "nobody", "-R", UNPRINTABLE, EP, "5"],
+]
 NUMBER_CASES = [PRIVS + [flag, value, EP, "5"]
                 for flag in ("-m", "-M", "-n", "-t", "-H", "-T", "-w")
                 for value in ("abc", "0", "-1", "", "0x10", "-0", "x5")]
@@ -435,6 +445,9 @@ class UsageTest(SweepBase):
     def test_usage_errors(self):
         self.sweep(USAGE_CASES)
 
+    def test_unprintable_bytes(self):
+        self.sweep(PRINTABLE_CASES)
+
     def test_usage_line(self):
         # The exact text, with the program name in both places.
         ours = run_to_end(self.procs, "ours", [])
@@ -455,6 +468,13 @@ class UsageTest(SweepBase):
         self.assertEqual(theirs.stderr, b"%s: fatal: %s\n" % (path, USAGE % path))
         self.assertEqual(ours.stderr, theirs.stderr.replace(path, link.encode()))
         self.assertEqual(ours.returncode, theirs.returncode)
+        # Inside the usage line, a name's unprintable bytes show as '?'.
+        link = os.path.join(self.dir, "sink\u00e9")
+        os.symlink(support.SINK, link)
+        ours = support.run(support.python_cmd(link), env=ENV)
+        theirs = support.run([link], env=ENV, executable=support.POSTFIX_SINK)
+        self.assertIn(b"sink?? [", theirs.stderr)
+        self.assertEqual((ours.returncode, ours.stderr), (theirs.returncode, theirs.stderr))
 
     def test_help(self):
         # Ours only (Postfix has no --help): the usage line, then our long
