@@ -1934,7 +1934,7 @@ def parse_options(args, msg):
             apply_option(letter, value)
     except options.UsageError as err:
         if err.complaint:
-            msg.info(err.complaint)
+            msg.libc(err.complaint)
         usage()
     operands = parser.operands
     if len(operands) != 2:
@@ -2076,7 +2076,8 @@ def main(argv=None, prog=None):
     """Run the sink; returns the exit status."""
     if argv is None:
         argv = sys.argv[1:]
-    msg = messages.Messages(prog or messages.program_name(sys.argv[0], PROGRAM))
+    msg = messages.Messages(prog or messages.program_name(sys.argv[0], PROGRAM),
+                            printable=True)
     server = None
     terminated = []
     try:

@@ -46,18 +46,32 @@ def to_bytes(text):
     return text.encode("utf-8", "surrogateescape")
 
 
-class Messages:
-    """Writes diagnostics; shared by all threads, one whole line at a time."""
+# Postfix's printable(): a byte that is not printable ASCII shows as '?'.
+_PRINTABLE = bytes(c if 0x20 <= c <= 0x7e else 0x3f for c in range(256))
 
-    def __init__(self, prog, stream=None):
+
+class Messages:
+    """Writes diagnostics; shared by all threads, one whole line at a time.
+
+    With printable=True every text is cleaned as Postfix cleans its own
+    diagnostics (the program name in front is left as it is): "bad timeout:
+    \\xff" shows as "bad timeout: ?".  libc() writes a line that the C
+    library prints itself, which nobody cleans.
+    """
+
+    def __init__(self, prog, stream=None, printable=False):
         self.prog = prog
         self.verbose = 0
+        self.printable = printable
         self.silent = False         # after a fatal error, or silence()
         self._stream = stream
         self._lock = threading.Lock()
 
-    def _write(self, level, text, last=False):
-        data = to_bytes(self.prog) + b": " + level + to_bytes(text) + b"\n"
+    def _write(self, level, text, clean=True, last=False):
+        body = to_bytes(text)
+        if clean and self.printable:
+            body = body.translate(_PRINTABLE)
+        data = to_bytes(self.prog) + b": " + level + body + b"\n"
         stream = self._stream
         if stream is None:
             stream = getattr(sys.stderr, "buffer", None)
@@ -78,6 +92,10 @@ class Messages:
     def info(self, text):
         """An informational line (-v); text may be str or raw bytes."""
         self._write(b"", text)
+
+    def libc(self, text):
+        """A line of the C library's own, such as getopt(3)'s complaints."""
+        self._write(b"", text, clean=False)
 
     def warning(self, text):
         self._write(b"warning: ", text)

@@ -3,10 +3,22 @@
 Postfix's tools parse their flags with getopt(3) in POSIX mode (option
 parsing stops at the first non-option) and read numbers with atoi(3), which
 ignores trailing junk ("5x" is 5) and reads "abc" as 0.  Scripts depend on
-those details, so we reproduce them, including glibc's wording of getopt's
-own complaints.
+those details, so we reproduce them.
+
+The parsing itself is done by the standard library's getopt.getopt(), which
+already works in POSIX order: clusters such as -cm5, a value in the same or
+the next argument, "--" ending the options, a lone "-" being an operand.
+GetOpt wraps it to add what getopt(3) does and Python's getopt does not:
+
+* options come one at a time, and those before a bad one are all handed
+  out before the complaint, so an earlier fatal value is reported first;
+* the complaint is glibc's own wording, not Python's;
+* long options (our extensions) must be spelt out: Postfix's tools have
+  none, so to them any "--word" is the unknown letter '-'.
 """
 
+import getopt
+import os
 import re
 
 # glibc's getopt complaints (printed as "prog: <text>" before the usage line).
@@ -43,66 +55,85 @@ class GetOpt:
     Our extensions are long options, named in long_options as for Python's
     getopt ("report=" takes a value, "integrity" does not); they come back
     as ("--report", "json").  A value follows "=" or is the next argument.
-    Any other "--word" is what getopt(3) makes of it -- unknown letters,
-    the first being '-' -- so that a command line Postfix's tool rejects is
-    rejected with the same words.
+    Any other "--word", an abbreviation included, is what getopt(3) makes
+    of it -- unknown letters, the first being '-' -- so that a command line
+    Postfix's tool rejects is rejected with the same words.
     """
 
     def __init__(self, args, optstring, long_options=()):
         self.args = list(args)
         self.operands = None
-        self.wants_arg = {}
-        letters = optstring.lstrip("+")
-        for i, ch in enumerate(letters):
-            if ch != ":":
-                self.wants_arg[ch] = letters[i + 1:i + 2] == ":"
+        self.letters = optstring[1:] if optstring.startswith("+") else optstring
         self.long_wants_arg = {name.rstrip("="): name.endswith("=")
                                for name in long_options}
+        # Python's getopt takes any unique abbreviation ("--he" for
+        # "--help").  A twin of each name that no command line can spell
+        # (an argument holds no NUL) makes every abbreviation ambiguous, so
+        # only the exact names get through.
+        self.long_options = list(long_options) + [name + "\0"
+                                                  for name in self.long_wants_arg]
 
     def __iter__(self):
+        try:
+            pairs, operands = self._getopt(self.args)
+            failure = None
+        except getopt.GetoptError as err:
+            pairs, failure = self._before(err)
+        for option, value in pairs:
+            yield self._pair(option, value)
+        if failure is not None:
+            raise failure
+        self.operands = operands
+
+    def _getopt(self, args):
+        return getopt.getopt(args, self.letters, self.long_options)
+
+    def _before(self, err):
+        """The options before the bad one, and the UsageError for it.
+
+        getopt() tells neither, so: the longest run of whole arguments
+        that parses, then the longest start of the bad cluster (its letters
+        before an unknown one can only be flags).
+        """
         args = self.args
-        i = 0
-        while i < len(args):
-            arg = args[i]
-            if arg == "--":
-                i += 1
+        for end in range(len(args) - 1, -1, -1):
+            try:
+                pairs = self._getopt(args[:end])[0]
                 break
-            if not arg.startswith("-") or arg == "-":
+            except getopt.GetoptError:
+                pass
+        bad = args[end]
+        if bad.startswith("--"):
+            name = bad[2:].partition("=")[0]
+            if name not in self.long_wants_arg:
+                complaint = INVALID_OPTION % "-"
+            elif self.long_wants_arg[name]:
+                complaint = LONG_MISSING_ARGUMENT % name
+            else:
+                complaint = LONG_NO_ARGUMENT % name
+            return pairs, UsageError(complaint)
+        for cut in range(len(bad) - 1, 1, -1):
+            try:
+                pairs += self._getopt([bad[:cut]])[0]
                 break
-            name, equals, value = arg[2:].partition("=")
-            if arg.startswith("--") and name in self.long_wants_arg:
-                if not self.long_wants_arg[name]:
-                    if equals:
-                        raise UsageError(LONG_NO_ARGUMENT % name)
-                    value = None
-                elif not equals:
-                    if i + 1 >= len(args):
-                        raise UsageError(LONG_MISSING_ARGUMENT % name)
-                    i += 1
-                    value = args[i]
-                yield "--" + name, value
-                i += 1
-                continue
-            j = 1
-            while j < len(arg):
-                letter = arg[j]
-                if letter not in self.wants_arg:
-                    raise UsageError(INVALID_OPTION % letter)
-                if not self.wants_arg[letter]:
-                    yield letter, None
-                    j += 1
-                    continue
-                if j + 1 < len(arg):
-                    value = arg[j + 1:]
-                elif i + 1 < len(args):
-                    i += 1
-                    value = args[i]
-                else:
-                    raise UsageError(MISSING_ARGUMENT % letter)
-                yield letter, value
-                break
-            i += 1
-        self.operands = args[i:]
+            except getopt.GetoptError:
+                pass
+        letter = err.opt
+        if letter != ":" and letter in self.letters:
+            complaint = MISSING_ARGUMENT % letter
+        else:
+            # getopt(3) reads bytes: of a non-ASCII letter, it names the first.
+            complaint = INVALID_OPTION % os.fsdecode(os.fsencode(letter)[:1])
+        return pairs, UsageError(complaint)
+
+    def _pair(self, option, value):
+        """getopt's ("-m", "5") / ("-c", "") as ("m", "5") / ("c", None)."""
+        if option.startswith("--"):
+            wants_arg = self.long_wants_arg[option[2:]]
+        else:
+            option = option[1:]
+            wants_arg = self.letters.startswith(":", self.letters.index(option) + 1)
+        return option, (value if wants_arg else None)
 
 
 def parse(args, optstring, long_options=()):

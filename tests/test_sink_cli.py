@@ -293,6 +293,22 @@ USAGE_CASES = [
     PRIVS + ["-m", "0", EP, "5", "extra"],
     # glibc getopt without long options: "--x" is the option letter '-'.
     ["-c", "--x"], ["--=x"], PRIVS + ["--", "--", EP, "5"],
+    # No abbreviations of our long options: to Postfix they are letters too.
+    ["--he"], ["--chunk"], PRIVS + ["--proc=2", EP, "5"],
+    # Clusters: letters before a bad one are flags; a value takes the rest.
+    ["-cXm", "5"], PRIVS + ["-cm"], ["-:"], PRIVS + ["-c:", EP, "5"], ["-+"],
+    PRIVS + ["-mabcX", "-Z"], PRIVS + ["-h", "", "-Z"], PRIVS + ["-h", "--help", EP, "0"],
+    PRIVS + ["-c\u00e9", EP, "5"],                 # glibc names the first byte
+]
+# Postfix shows a byte that is not printable ASCII as '?' in its own
+# diagnostics, but not in getopt's complaint or in the program name in front.
+UNPRINTABLE = "\t\u00e9\udcff\x7f"
+PRINTABLE_CASES = [
+    PRIVS + [flag, "a" + UNPRINTABLE, EP, "5"] for flag in ("-m", "-t", "-q", "-W", "-b")] + [
+    PRIVS + ["-W", "rcpt:" + UNPRINTABLE, EP, "5"], PRIVS + ["-m", "0", "-\u00e9"],
+    PRIVS + ["-s", "a" + UNPRINTABLE, "-\udcff"], PRIVS + [UNPRINTABLE + ":25", "5"],
+    PRIVS + ["unix:{dir}/nonexistent/" + UNPRINTABLE, "5"],
+    ["-u", "a" + UNPRINTABLE, EP, "5"], ["-u", "nobody", "-R", UNPRINTABLE, EP, "5"],
 ]
 NUMBER_CASES = [PRIVS + [flag, value, EP, "5"]
                 for flag in ("-m", "-M", "-n", "-t", "-H", "-T", "-w")
@@ -429,6 +445,9 @@ class UsageTest(SweepBase):
     def test_usage_errors(self):
         self.sweep(USAGE_CASES)
 
+    def test_unprintable_bytes(self):
+        self.sweep(PRINTABLE_CASES)
+
     def test_usage_line(self):
         # The exact text, with the program name in both places.
         ours = run_to_end(self.procs, "ours", [])
@@ -449,6 +468,13 @@ class UsageTest(SweepBase):
         self.assertEqual(theirs.stderr, b"%s: fatal: %s\n" % (path, USAGE % path))
         self.assertEqual(ours.stderr, theirs.stderr.replace(path, link.encode()))
         self.assertEqual(ours.returncode, theirs.returncode)
+        # Inside the usage line, a name's unprintable bytes show as '?'.
+        link = os.path.join(self.dir, "sink\u00e9")
+        os.symlink(support.SINK, link)
+        ours = support.run(support.python_cmd(link), env=ENV)
+        theirs = support.run([link], env=ENV, executable=support.POSTFIX_SINK)
+        self.assertIn(b"sink?? [", theirs.stderr)
+        self.assertEqual((ours.returncode, ours.stderr), (theirs.returncode, theirs.stderr))
 
     def test_help(self):
         # Ours only (Postfix has no --help): the usage line, then our long

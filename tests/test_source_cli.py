@@ -49,9 +49,18 @@ class UsageTests(CliCase):
 
     def test_unknown_long_options_are_glibc_getopt_errors(self):
         for args in (["--helpx"], ["--reportx", "x"], ["--report-x=json", "x"],
-                     ["-c", "--x", "x"], ["-vc--x", "x"], ["-c--help", "x"]):
+                     ["-c", "--x", "x"], ["-vc--x", "x"], ["-c--help", "x"],
+                     ["--he"], ["--rep=json", "x"], ["--integ", "x"], ["-c", "--="]):
             with self.subTest(args=args):
                 self.assertFails(args, b"smtp-source: invalid option -- '-'\n" + USAGE)
+
+    def test_clusters(self):
+        self.assertFails(["-cXm", "5", "x"], b"smtp-source: invalid option -- 'X'\n" + USAGE)
+        self.assertFails(["-cm"], b"smtp-source: option requires an argument -- 'm'\n" + USAGE)
+        self.assertFails(["-c:", "x"], b"smtp-source: invalid option -- ':'\n" + USAGE)
+        self.assertFails(["-mabcX", "-Z"], b"smtp-source: fatal: bad message count: abcX\n")
+        self.assertFails(["-c\u00e9", "x"], b"smtp-source: invalid option -- '"
+                         + os.fsencode("\u00e9")[:1] + b"'\n" + USAGE)
 
     def test_double_dash_ends_the_options(self):
         port = support.free_port()
