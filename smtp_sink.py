@@ -686,7 +686,7 @@ class Session(engine.Waiter):
         if b"\0" in line:                   # C strings end at NUL
             line = line[:line.find(b"\0")]
         if self.verbose:
-            self.msg.info(dump.printable(line))
+            self.msg.info(messages.printable(line))
         if line.startswith((b" ", b"\t")):
             line = line.lstrip(b" \t")
         verb, blank, args = line.partition(b" ")
@@ -706,7 +706,7 @@ class Session(engine.Waiter):
         settings = self.settings
         if row.syslog:
             syslog.syslog(syslog.LOG_INFO, "%s %.100s" % (
-                verb.decode("latin-1"), dump.printable(args).decode("latin-1")))
+                verb.decode("latin-1"), messages.printable(args).decode("latin-1")))
         if row.disconnect:
             raise SessionEnd("disconnect")
         if row.close:
@@ -832,14 +832,14 @@ class Session(engine.Waiter):
         self.reset_transaction()
         self.proto = b"SMTP"
         self.out.append(self.server.helo_reply)
-        self.helo_args = dump.printable(args).lstrip(b" ")
+        self.helo_args = messages.printable(args).lstrip(b" ")
 
     def smtp_EHLO(self, args):              # also LHLO
         self.reset_transaction()
         if not self.settings.lmtp:
             self.proto = b"ESMTP"
         self.out.append(self.server.ehlo_reply)
-        self.helo_args = dump.printable(args).lstrip(b" ")
+        self.helo_args = messages.printable(args).lstrip(b" ")
 
     def smtp_OK(self, args):                # NOOP, VRFY, AUTH, XCLIENT, XFORWARD
         self.out.append(OK)
@@ -964,7 +964,7 @@ def address_args(args):
     colon = args.find(b":")
     if colon < 0:
         return b""
-    return dump.printable(args[colon:]).lstrip(b":").lstrip(b" ")
+    return messages.printable(args[colon:]).lstrip(b":").lstrip(b" ")
 
 
 # ---------------------------------------------------------------- extensions
@@ -1118,7 +1118,7 @@ class ExtendedSession(Session):
         if not row.plain:
             if row.syslog:
                 syslog.syslog(syslog.LOG_INFO, "BDAT %.100s"
-                              % dump.printable(args).decode("latin-1"))
+                              % messages.printable(args).decode("latin-1"))
             if row.disconnect:
                 raise SessionEnd("disconnect")
             if row.close:

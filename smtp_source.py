@@ -279,7 +279,7 @@ import time
 
 from smtpcore import dump, endpoints, engine, integrity, messages, options, procs, replies
 from smtpcore.engine import PARKED, READABLE, WRITABLE, Waiter
-from smtpcore.replies import printable
+from smtpcore.messages import printable
 from smtpcore.report import PHASES, Report
 
 monotonic_ns = time.monotonic_ns        # (a global name: the --report hot path)
@@ -324,7 +324,7 @@ PIPELINE_WINDOW = 100           # commands per pipelined write (RFC 2920 5: the
 LA_DE_DA = (b"La de da de da 1.\r\nLa de da de da 2.\r\n"
             b"La de da de da 3.\r\nLa de da de da 4.\r\n")
 LINE_SIZE = 80                  # -l: bytes per body line, CRLF included
-END_OF_DATA = b".\r\n"
+FINAL_DOT = b".\r\n"          # the line that ends the message data (after its CRLF)
 
 LINGER_RESET = struct.pack("ii", 1, 0)      # SO_LINGER on, 0 s: close() sends RST
 IO_TIMEOUT = struct.pack("ll", TIMEOUT, 0)   # SO_RCVTIMEO/SO_SNDTIMEO (struct timeval)
@@ -376,14 +376,14 @@ class Content:
         raw_body = make_body(opts, stuffed=False)
         self.head = None
         if not opts.send_headers:
-            self.fixed = self.body + END_OF_DATA
+            self.fixed = self.body + FINAL_DOT
             self.raw_fixed = raw_body
         else:
             self.fixed = None
             tail = b"@" + opts.myhostname + b">\r\n"
             if opts.subject is not None:
                 tail += b"Subject: " + opts.subject + b"\r\n"
-            self.tail = tail + b"\r\n" + self.body + END_OF_DATA
+            self.tail = tail + b"\r\n" + self.body + FINAL_DOT
             self.raw_tail = tail + b"\r\n" + raw_body
 
     def message(self, fd, remaining):
@@ -1172,7 +1172,7 @@ class ExtendedSession(Session):
                 yield from self.rset()
                 return 0
         else:
-            good = yield from self.end_of_data(dot_stuff(raw) + END_OF_DATA, recipients)
+            good = yield from self.end_of_data(dot_stuff(raw) + FINAL_DOT, recipients)
         return good if self.opts.lmtp else accepted * good
 
     def envelope(self, mail, send_data):
@@ -1366,12 +1366,12 @@ def parse_options(args, msg):
 
 
 def usage(msg):
-    msg.fatal(USAGE % printable(arg_bytes(msg.prog)))
+    msg.fatal(USAGE % printable(arg_bytes(msg.prog)).decode())
 
 
 def help_text(prog):
     """--help: Postfix's usage line, then our long options."""
-    lines = [USAGE % printable(arg_bytes(prog)),
+    lines = [USAGE % printable(arg_bytes(prog)).decode(),
              "Extensions (long options; without them the program behaves as "
              "Postfix's smtp-source):"]
     lines += ["  %-20s %s" % row for row in LONG_HELP]
@@ -1382,7 +1382,7 @@ def positive(text, complaint, msg):
     """A count, length or interval: atoi() of it, which must be above 0."""
     value = options.atoi(text)
     if value <= 0:
-        msg.fatal("%s: %s" % (complaint, printable(arg_bytes(text))))
+        msg.fatal("%s: %s" % (complaint, printable(arg_bytes(text)).decode()))
     return value
 
 
@@ -1446,7 +1446,7 @@ def apply_option(opts, letter, value, msg):
 def apply_long_option(opts, name, value, msg):
     """One of our long options (name without "--") into opts."""
     def bad():
-        msg.fatal("bad --%s value: %s" % (name, printable(arg_bytes(value))))
+        msg.fatal("bad --%s value: %s" % (name, printable(arg_bytes(value)).decode()))
 
     if name == "help":
         write_stdout(help_text(msg.prog).encode("utf-8", "surrogateescape"))
@@ -1509,9 +1509,9 @@ def check_myhostname(value, msg):
     gripe = lambda text: msg.warning(printable(text.encode("latin-1")))
     if name.startswith("["):
         if not endpoints.valid_mailhost_literal(name, gripe):
-            msg.fatal("bad address literal: %s" % printable(arg_bytes(value)))
+            msg.fatal("bad address literal: %s" % printable(arg_bytes(value)).decode())
     elif not endpoints.valid_hostname(name, gripe):
-        msg.fatal("bad hostname: %s" % printable(arg_bytes(value)))
+        msg.fatal("bad hostname: %s" % printable(arg_bytes(value)).decode())
     return arg_bytes(value)
 
 
@@ -1520,7 +1520,7 @@ def read_file(path, msg):
     try:
         fd = os.open(path, os.O_RDONLY)     # a directory opens, and fails to read
     except OSError as err:
-        msg.fatal("open %s: %s" % (printable(arg_bytes(path)), endpoints.strerror(err)))
+        msg.fatal("open %s: %s" % (printable(arg_bytes(path)).decode(), endpoints.strerror(err)))
     chunks = []
     try:
         while True:
@@ -1529,7 +1529,7 @@ def read_file(path, msg):
                 break
             chunks.append(chunk)
     except OSError as err:
-        msg.fatal("read %s: %s" % (printable(arg_bytes(path)), endpoints.strerror(err)))
+        msg.fatal("read %s: %s" % (printable(arg_bytes(path)).decode(), endpoints.strerror(err)))
     finally:
         os.close(fd)
     return b"".join(chunks)
@@ -1565,7 +1565,7 @@ def tls_setup(opts, msg):
         else:
             context.load_default_certs()
     except (OSError, ssl.SSLError) as err:
-        msg.fatal("cannot load --tls-ca %s: %s" % (printable(arg_bytes(opts.tls_ca or "")),
+        msg.fatal("cannot load --tls-ca %s: %s" % (printable(arg_bytes(opts.tls_ca or "")).decode(),
                                                    getattr(err, "strerror", None)
                                                    or getattr(err, "reason", None) or err))
     if hostname is None:

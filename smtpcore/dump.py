@@ -32,9 +32,6 @@ import tempfile
 import threading
 import time
 
-# Bytes outside 0x20-0x7e become '?' in the generated headers (and in logs).
-PRINTABLE = bytes(c if 0x20 <= c <= 0x7e else ord("?") for c in range(256))
-
 # Keep at most this much of a record in memory; beyond it, write it out.
 SPILL_SIZE = 1 << 20
 
@@ -46,11 +43,6 @@ _APPEND = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0) 
     | getattr(os, "O_CLOEXEC", 0)
 
 _C_ESCAPES = {"a": 7, "b": 8, "f": 12, "n": 10, "r": 13, "t": 9, "v": 11, "\\": 92}
-
-
-def printable(data):
-    """Postfix's printable(): non-printable bytes become '?'."""
-    return data.translate(PRINTABLE)
 
 
 def unescape(text):

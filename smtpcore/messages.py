@@ -46,8 +46,14 @@ def to_bytes(text):
     return text.encode("utf-8", "surrogateescape")
 
 
-# Postfix's printable(): a byte that is not printable ASCII shows as '?'.
 _PRINTABLE = bytes(c if 0x20 <= c <= 0x7e else 0x3f for c in range(256))
+
+
+def printable(data):
+    """Postfix's printable(): bytes, with each byte that is not printable
+    ASCII as '?' (what a diagnostic, a log line or a capture header shows of
+    what a peer or the command line gave)."""
+    return data.translate(_PRINTABLE)
 
 
 class Messages:
@@ -70,7 +76,7 @@ class Messages:
     def _write(self, level, text, clean=True, last=False):
         body = to_bytes(text)
         if clean and self.printable:
-            body = body.translate(_PRINTABLE)
+            body = printable(body)
         data = to_bytes(self.prog) + b": " + level + body + b"\n"
         stream = self._stream
         if stream is None:

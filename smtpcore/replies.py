@@ -21,10 +21,12 @@ the same way:
   * the reply's code is that of its last line.
 
 In a message, every byte outside printable ASCII shows as "?", so the LFs of
-a multi-line reply become "?" (see printable()).
+a multi-line reply become "?" (messages.printable()).
 
 A connection that ends before the reply is complete raises Lost.
 """
+
+from smtpcore.messages import printable
 
 LINE_LIMIT = 10240          # bytes of one reply line kept (Postfix's line_length_limit)
 TEXT_LIMIT = 10240          # a reply's joined text stops growing at this size
@@ -33,17 +35,9 @@ RECV_SIZE = 65536           # bytes asked for in one recv()
 _SPACE = b" \t\n\v\f\r"     # C isspace()
 _DIGITS = b"0123456789"
 
-# Bytes outside printable ASCII become '?' in messages.
-_PRINTABLE = bytes(c if 0x20 <= c <= 0x7e else 0x3f for c in range(256))
-
 
 class Lost(Exception):
     """The server closed the connection (or it broke) in mid-reply."""
-
-
-def printable(data):
-    """Postfix's printable(): bytes -> str with non-printable bytes as '?'."""
-    return data.translate(_PRINTABLE).decode("ascii")
 
 
 def clean_line(raw):
@@ -86,7 +80,7 @@ class Reply:
 
     def __str__(self):
         """'550 5.7.1 first?second', the way diagnostics show a reply."""
-        return "%d %s" % (self.code, printable(self.text()))
+        return "%d %s" % (self.code, printable(self.text()).decode("ascii"))
 
 
 class ReplyReader:
@@ -140,7 +134,7 @@ class ReplyReader:
             lines.append(raw)
             line = clean_line(raw)
             if show is not None:
-                show(printable(line))
+                show(printable(line).decode("ascii"))
             code, more, _ = split_line(line)
             if not more:
                 return Reply(code, lines)

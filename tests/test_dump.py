@@ -4,7 +4,7 @@ import os
 import time
 import unittest
 
-from smtpcore import dump
+from smtpcore import dump, messages
 
 
 class UnescapeTest(unittest.TestCase):
@@ -24,7 +24,7 @@ class UnescapeTest(unittest.TestCase):
 
 class HeaderPiecesTest(unittest.TestCase):
     def test_printable(self):
-        self.assertEqual(dump.printable(b"a\tb\x00c\x7f\xc3\xa9 ~"), b"a?b?c??? ~")
+        self.assertEqual(messages.printable(b"a\tb\x00c\x7f\xc3\xa9 ~"), b"a?b?c??? ~")
 
     def test_mail_date_pads_the_day(self):
         when = time.mktime((2026, 3, 5, 7, 8, 10, 0, 0, -1))

@@ -8,7 +8,7 @@ import socket
 import threading
 import unittest
 
-from smtpcore import replies
+from smtpcore import messages, replies
 from tests import support
 
 
@@ -189,8 +189,8 @@ class LostTests(ReaderCase):
 class PrintableTests(unittest.TestCase):
 
     def test_printable(self):
-        self.assertEqual(replies.printable(bytes(range(0x1e, 0x22)) + b"~\x7f\xff"),
-                         "?? !~??")
+        self.assertEqual(messages.printable(bytes(range(0x1e, 0x22)) + b"~\x7f\xff"),
+                         b"?? !~??")
 
 
 if __name__ == "__main__":
