@@ -1578,7 +1578,7 @@ class ThreadingSinkServer(PooledThreadingMixIn, socketserver.BaseServer, SinkSer
                 if err.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     raise
                 self.msg.warning("accept: %s" % endpoints.strerror(err))
-                self.driver.halt.wait(0.1)  # let sessions end and free descriptors
+                time.sleep(0.1)             # let sessions end and free descriptors
                 return
             sock.setblocking(False)
             with self.lock:
