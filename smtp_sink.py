@@ -225,7 +225,7 @@ import syslog
 import threading
 import time
 
-from smtpcore import dump, endpoints, integrity, loop, messages, options, privileges, procs
+from smtpcore import dump, endpoints, integrity, loop, messages, options, privileges, procs, reports
 
 # ----------------------------------------------------------------- constants
 
@@ -1288,6 +1288,8 @@ class Statistics:
         self.shared = server.group is not None  # --procs: codes go there too
         self.interval = settings.stats_interval or 0
         self.fd = settings.stats_fd             # -1: server.stdout
+        self.file = (reports.LineWriter(self.fd, settings.stats_path, server.msg)
+                     if self.fd >= 0 else None)
         self.replies = collections.Counter()    # b"250" -> how many
         self.sent = {}                          # what was sent -> how often
         self.started = self.last_time = time.monotonic()
@@ -1395,16 +1397,7 @@ class Statistics:
         return json.dumps(record) + "\n"
 
     def write(self, event):
-        data = self.line(event).encode()
-        try:
-            if self.fd >= 0:
-                while data:
-                    data = data[os.write(self.fd, data):]
-            else:
-                self.server.stdout.write(data)
-                self.server.stdout.flush()
-        except (OSError, ValueError) as err:
-            self.server.msg.warning("statistics: %s" % err)
+        (self.file or self.server.stdout).write(self.line(event).encode())
 
     def close(self):
         fd, self.wake_w = self.wake_w, -1       # a late SIGUSR1 writes nowhere
@@ -1456,7 +1449,7 @@ class SinkServer(loop.Waiter):
         self.loop = loop.Loop()
         self.fd = listener.fileno()
         self.steps = self.accept_connections()
-        self.stdout = getattr(sys.stdout, "buffer", sys.stdout)
+        self.stdout = reports.stdout(msg)  # -c (and --stats without FILE)
         # Our extensions: decided here once, so that without them nothing
         # else is looked at (Session rather than ExtendedSession).
         self.session_class = Session
@@ -1556,7 +1549,6 @@ class SinkServer(loop.Waiter):
         counts = self.counts
         self.stdout.write(b"sess=%d quit=%d mesg=%d\r"
                           % (counts.sessions, counts.quits, counts.messages))
-        self.stdout.flush()
 
     def quit_done(self):
         if self.settings.count:         # as Postfix: -n counts only with -c
@@ -1632,7 +1624,6 @@ class Group:
             self.verify_r, self.verify_w = os.pipe()
             self.verifier = PipeVerifier(self.verify_w)
             self.aggregate = integrity.Verifier()
-        self.stdout = getattr(sys.stdout, "buffer", sys.stdout)
         self.group = self               # for Statistics, as on a SinkServer
 
     def collect(self):
@@ -1672,7 +1663,7 @@ class GroupView:
 
     def __init__(self, group, msg):
         self.group, self.counts, self.msg = group, group.counts, msg
-        self.verifier, self.stdout = group.aggregate, group.stdout
+        self.verifier, self.stdout = group.aggregate, reports.stdout(msg)
 
     @property
     def message_total(self):
@@ -1684,6 +1675,7 @@ def serve_group(settings, listeners, msg, group):
     one), supervised by this process: a worker that dies is replaced;
     -M/-n end the group at the total; SIGTERM/SIGINT stop every worker.
     Returns (exit status, signal that stopped the group or None)."""
+    reports.stdout(msg)                 # before the fork: one -c warning for all
     stats = None
     if settings.reporting:
         stats = Statistics(GroupView(group, msg), settings)
@@ -2077,8 +2069,7 @@ def main(argv=None, prog=None):
                 signal.signal(signal.SIGUSR1, lambda signum, frame: server.request_report())
         return server.serve()
     except ShowHelp:
-        sys.stdout.write(help_text(msg.prog))
-        sys.stdout.flush()
+        reports.stdout(msg).write(help_text(msg.prog).encode("utf-8", "surrogateescape"))
         return 0
     except messages.Fatal:
         return 1

@@ -270,7 +270,7 @@ import struct
 import sys
 import time
 
-from smtpcore import dump, endpoints, integrity, messages, options, procs, replies
+from smtpcore import dump, endpoints, integrity, messages, options, procs, replies, reports
 from smtpcore.latency import Histogram, bar_chart
 from smtpcore.loop import PARKED, READABLE, WRITABLE, Loop, Waiter
 from smtpcore.replies import printable
@@ -445,20 +445,6 @@ def dot_stuff(data):
     return data.replace(b"\n.", b"\n..") if b"\n." in data else data
 
 
-def write_stdout(data):
-    """-c output; like Postfix, carry on if nobody reads it any more."""
-    try:
-        stream = getattr(sys.stdout, "buffer", None)
-        if stream is None:
-            sys.stdout.write(data.decode("ascii"))
-            sys.stdout.flush()
-        else:
-            stream.write(data)
-            stream.flush()
-    except (OSError, ValueError):
-        pass
-
-
 class Run:
     """What all sessions share: options, the message budget, counters, the
     queue of connection attempts, the commands (made once), and what the
@@ -529,7 +515,7 @@ class Run:
         counts = self.counts
         with counts.lock:               # --procs: the counts appear in order
             counts.sent = sent = counts.sent + 1
-            write_stdout(b"%d\r" % sent)
+            reports.stdout(self.msg).write(b"%d\r" % sent)
 
     def delay(self):
         """-w / -R: the pause after each message, in seconds."""
@@ -1581,7 +1567,7 @@ def apply_long_option(opts, name, value, msg):
         msg.fatal("bad --%s value: %s" % (name, printable(arg_bytes(value))))
 
     if name == "help":
-        write_stdout(help_text(msg.prog).encode("utf-8", "surrogateescape"))
+        reports.stdout(msg).write(help_text(msg.prog).encode("utf-8", "surrogateescape"))
         raise HelpShown()
     elif name == "report":
         if value not in ("text", "json"):
@@ -1749,7 +1735,7 @@ def main(argv=None):
 
         # 6. End the -c count.
         if opts.count:
-            write_stdout(b"\n")
+            reports.stdout(msg).write(b"\n")
         status = 0
         return status
     except HelpShown:
@@ -1761,7 +1747,7 @@ def main(argv=None):
             run.close_all()
             if run.report is not None and run.start_ns:
                 # 7. --report, also after a fatal error.
-                finish_report(run.report, run.start_ns, status)
+                finish_report(run.report, run.start_ns, status, msg)
 
 
 def run_sessions(run, sessions, start_ns):
@@ -1780,13 +1766,13 @@ def run_sessions(run, sessions, start_ns):
     run.loop.run()
 
 
-def finish_report(report, start_ns, status):
+def finish_report(report, start_ns, status, msg):
     report.elapsed = (time.monotonic_ns() - start_ns) / 1e9
     report.status = status
     if status and report.opts.count:
-        write_stdout(b"\n")                 # the -c count did not end its line
+        reports.stdout(msg).write(b"\n")   # the -c count did not end its line
     text = report.json() if report.opts.report == "json" else report.text()
-    write_stdout(text.encode())
+    reports.stdout(msg).write(text.encode())
 
 
 # ---------------------------------------------------------------- --procs=N
@@ -1843,12 +1829,13 @@ def run_group(opts, msg, tls, run_id):
                 results[index].flush()
         return status
 
+    reports.stdout(msg)                     # before the fork: one -c warning for all
     status, signo = procs.Supervisor(workers, worker, msg, replace=False).run()
     if signo is not None:                   # SIGTERM or SIGINT: die of it, as Postfix
         signal.signal(signo, signal.SIG_DFL)
         os.kill(os.getpid(), signo)
     if opts.count and not status:
-        write_stdout(b"\n")
+        reports.stdout(msg).write(b"\n")
     if results is not None:
         report = Report(opts)
         report.run_id = run_id
@@ -1859,7 +1846,7 @@ def run_group(opts, msg, tls, run_id):
             except (EOFError, pickle.UnpicklingError, ValueError):
                 msg.warning("worker %d left no figures for the report" % index)
             result.close()
-        finish_report(report, start_ns, status)
+        finish_report(report, start_ns, status, msg)
     return status
 
 
