@@ -955,7 +955,8 @@ class ExtendedSession(Session):
     def __init__(self, server, sock, peer):
         self.tls = None             # (protocol, cipher) once TLS is on
         self.stats = server.stats   # Statistics, or None
-        self.parts = [] if server.verifier is not None else None   # --verify
+        self.verifying = server.verifier is not None               # --verify
+        self.message_check = None   # ... integrity.MessageCheck of the message coming in
         self.chunk_left = None      # octets of the BDAT chunk still to come
         self.chunk_size = 0
         self.chunk_last = False     # ... it is the LAST one
@@ -1114,8 +1115,8 @@ class ExtendedSession(Session):
             if self.chunks == 0:            # the message begins, as at DATA
                 if self.capture is not None:
                     self.capture_add(self.received_header(b"BDAT"))
-                if self.parts is not None:
-                    self.parts = []
+                if self.verifying:
+                    self.message_check = integrity.MessageCheck(stuffed=False)
             self.chunks += 1
         self.chunk_size, self.chunk_last, self.chunk_reply = size, last, reply
         self.chunk_left = size
@@ -1129,8 +1130,10 @@ class ExtendedSession(Session):
         left = self.chunk_left
         if left is None:
             rest = Session.data_bytes(self, data)
-            if self.parts is not None:
-                self.parts.append(data[:len(data) - len(rest)])
+            if self.verifying:
+                if self.message_check is None:      # the message begins
+                    self.message_check = integrity.MessageCheck(stuffed=True)
+                self.message_check.feed(data[:len(data) - len(rest)])
             return rest
         chunk, rest = data[:left], data[left:]
         self.chunk_left = left - len(chunk)
@@ -1139,14 +1142,14 @@ class ExtendedSession(Session):
         if self.chunk_reply is None:
             if self.capture is not None and not self.capture_failed:
                 self.capture_add(chunk.replace(b"\r", b""))    # as dump.unstuff(), no dots
-            if self.parts is not None:
-                self.parts.append(chunk)
+            if self.message_check is not None:
+                self.message_check.feed(chunk)
         return rest
 
     def end_of_data(self):
         """The end of DATA (after "."), or of a BDAT chunk."""
         if self.chunk_left is None:
-            self.verify(stuffed=True)
+            self.verify()
             Session.end_of_data(self)
             return
         last, reply = self.chunk_last, self.chunk_reply
@@ -1159,7 +1162,7 @@ class ExtendedSession(Session):
             self.chunks = 0
             if self.capture is not None and not self.capture_failed:
                 self.capture_add(b"\n")     # a record ends in an empty line, as "." makes
-            self.verify(stuffed=False)
+            self.verify()
             Session.end_of_data(self)       # as ".": store, count, -M, reply
 
     def smtp_DATA(self, args):
@@ -1180,25 +1183,20 @@ class ExtendedSession(Session):
     def reset_transaction(self):
         Session.reset_transaction(self)
         self.chunks = 0
-        if self.parts is not None:
-            self.parts = []
+        self.message_check = None
 
     # ---- --verify, --lmtp-replies
 
-    def verify(self, stuffed):
-        """Check a complete message (--verify): the DATA stream as received
-        (ending in ".\\r\\n", dot-stuffed), or the BDAT octets."""
-        parts = self.parts
-        if parts is None:
+    def verify(self):
+        """Count a complete message (--verify) as its MessageCheck found it
+        while the octets came in (the DATA stream, or the BDAT chunks)."""
+        if not self.verifying:
             return
-        self.parts = []
-        message = b"".join(parts)
-        if stuffed:
-            message = (b"\r\n" + message[:-3]).replace(b"\r\n.", b"\r\n")[2:]
-        result = self.server.verifier.check(message)
+        check, self.message_check = self.message_check, None
+        found = check.result()
+        result = self.server.verifier.tally(found)
         if result == "corrupt":
-            run, seq = integrity.parse(message)[:2]
-            self.msg.warning("integrity: corrupt message: run=%s seq=%d" % (run, seq))
+            self.msg.warning("integrity: corrupt message: run=%s seq=%d" % found[:2])
         elif self.verbose and result is not None:
             self.msg.info("integrity: %s" % result)
 
@@ -1648,8 +1646,8 @@ class PipeVerifier:
     def __init__(self, fd):
         self.fd = fd
 
-    def check(self, message):
-        found = integrity.examine(message)
+    def tally(self, found):
+        """What a MessageCheck found (see integrity.Verifier.tally)."""
         if found is None:
             os.write(self.fd, b"-\n")
             return None
