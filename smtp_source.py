@@ -242,6 +242,17 @@ REPORT
                         rejected_bdat, rejected_dot, rejected_rset
         integrity       {"run": id, "count": m} with --integrity, else null
 
+DIFFERENCES FROM POSTFIX
+    What the program sends, prints and returns is meant to be what
+    Postfix 3.7's smtp-source does for the same command line and server,
+    but for two things.  A fatal error exits at once instead of after a
+    one-second pause.  When the -c count (or the --report) cannot be
+    written -- the reader of stdout is gone, the disk is full, a file-size
+    limit is reached -- it is dropped with one warning ("warning: write
+    stdout: Broken pipe"), whatever of it was cut short in a file is taken
+    back, and the messages still go out; Postfix carries on silently after
+    a broken pipe and is killed by SIGXFSZ at a size limit.
+
 EXIT STATUS
     0 when all messages were handled, 1 after a fatal error (bad arguments,
     connection refused or lost, an unexpected reply without -A).
