@@ -73,7 +73,7 @@ class MessageCheck:
 
     def __init__(self, stuffed):
         self.stuffed = stuffed
-        self.before = b"\r\n"        # the raw octets before the next piece
+        self.before = b"\r\n"       # the raw octets before the next piece
         self.held = b""             # the last two octets, until known not to
                                     # be the CRLF of the "." line
         self.head = b""             # the first line, until it is complete
@@ -101,12 +101,11 @@ class MessageCheck:
                 self.head = head
             return
         self.head = b""
-        match = _PARSE.match(head, 0, end + 2)
-        if match is None:
+        found = parse(head[:end + 2])
+        if found is None:
             self.line = False
             return
-        run, seq, count, digest = match.groups()
-        self.line = (run.decode(), int(seq), int(count), digest.decode())
+        self.line = found[:4]
         self.digest = hashlib.sha256(head[end + 2:])
 
     def result(self):
