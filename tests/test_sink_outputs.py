@@ -87,6 +87,12 @@ class StdoutGoneTest(OutputFaultCase):
         self.assertEqual(self.sink.stderr(),
                          b"smtp-sink: warning: write stdout: Bad file descriptor\n")
 
+    def test_help_with_stdout_closed(self):
+        result = support.run(["sh", "-c", 'exec "$@" >&-', "sh"]
+                             + support.python_cmd(support.SINK, "--help"))
+        self.assertEqual((result.returncode, result.stderr),
+                         (0, b"smtp-sink: warning: write stdout: Bad file descriptor\n"))
+
     def test_counters_of_a_process_group(self):
         # The workers share one warning; each keeps serving.
         self.start(["-c", "--procs=2"], stdout=gone_stdout(self))
@@ -117,6 +123,15 @@ class SizeLimitTest(OutputFaultCase):
         self.assertEqual(self.sink.stderr(),
                          b"smtp-sink: warning: write stdout: File too large\n")
         self.assertEqual(read(path), b"x" * 194 + b"\n")
+
+    def test_counters_on_a_full_device(self):
+        # /dev/full: every write fails with ENOSPC, as on a full disk.
+        with open("/dev/full", "wb") as full:
+            self.start(["-c"], stdout=full)
+        self.serve(2)
+        self.assertEqual(self.sink.stop(), -15)
+        self.assertEqual(self.sink.stderr(),
+                         b"smtp-sink: warning: write stdout: No space left on device\n")
 
     def test_statistics_file_full_from_the_start(self):
         # No line fits: every interval fails, and the last one at SIGTERM;

@@ -51,6 +51,12 @@ class SourceOutputTest(unittest.TestCase):
         self.assertEqual(self.source(["--report=json", "-m", "3"], gone_stdout(self)),
                          (0, b"smtp-source: warning: write stdout: Broken pipe\n", 3))
 
+    def test_help_with_stdout_closed(self):
+        result = support.run(["sh", "-c", 'exec "$@" >&-', "sh"]
+                             + support.python_cmd(support.SOURCE, "--help"))
+        self.assertEqual((result.returncode, result.stderr),
+                         (0, b"smtp-source: warning: write stdout: Bad file descriptor\n"))
+
     def test_report_at_a_size_limit(self):
         # Room for ten bytes: the counts ("1\r2\r3\r") and the newline that
         # ends them fit, the report does not -- none of it is left.
