@@ -15,9 +15,12 @@ disk, a file-size limit), the program goes on.  A LineWriter
     were lost once writing works again (after EPIPE nothing is tried
     again: that reader never comes back).
 
-The writer's state is in shared memory, so that --procs workers, which
-inherit the writer of stdout from the process that forked them, warn once
-for the whole group.
+Standard output is written as descriptor 1, not through sys.stdout's
+buffer (which would keep a failed record and fail on it again at exit),
+unless sys.stdout was replaced in-process (contextlib.redirect_stdout, as
+tests do when they call main()).  The writer's state is in shared memory,
+so that --procs workers, which inherit the writer of stdout from the
+process that forked them, warn once for the whole group.
 """
 
 import errno
@@ -28,8 +31,7 @@ import sys
 
 from smtpcore import endpoints
 
-STDOUT = 1              # the descriptor, not sys.stdout: nothing is buffered,
-                        # so nothing is left for Python to fail on at exit
+STDOUT = 1
 
 FAILING, LOST, GONE = range(3)      # slots of the shared state
 
@@ -37,9 +39,11 @@ FAILING, LOST, GONE = range(3)      # slots of the shared state
 class LineWriter:
     """Writes records to a file descriptor; see the module docstring."""
 
-    def __init__(self, fd, name, msg):
-        """name: what the warnings call the output ("stdout", a path)."""
-        self.fd, self.name, self.msg = fd, name, msg
+    def __init__(self, fd, name, msg, stream=None):
+        """name: what the warnings call the output ("stdout", a path);
+        stream: a file object to write to instead of fd (a sys.stdout
+        replaced in-process, as by contextlib.redirect_stdout)."""
+        self.fd, self.name, self.msg, self.stream = fd, name, msg, stream
         self.state = memoryview(mmap.mmap(-1, 8 * 3)).cast("q")
 
     def write(self, data):
@@ -64,6 +68,9 @@ class LineWriter:
         return True
 
     def _write(self, data):
+        if self.stream is not None:
+            self._write_stream(data)
+            return
         fd, view, done = self.fd, memoryview(data), 0
         try:
             while done < len(view):
@@ -72,6 +79,17 @@ class LineWriter:
             if done:
                 self._undo(done)
             raise
+
+    def _write_stream(self, data):
+        stream = self.stream
+        try:
+            if hasattr(stream, "buffer"):
+                stream.buffer.write(data)
+            else:
+                stream.write(data.decode("utf-8", "surrogateescape"))
+            stream.flush()
+        except ValueError:                          # closed
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF)) from None
 
     def _undo(self, written):
         """Take back the first `written` bytes of a record that could not be
@@ -87,15 +105,21 @@ class LineWriter:
             pass
 
 
-_stdout = []
+_stdout = [None, None]          # (sys.stdout, its writer)
 
 
 def stdout(msg):
     """The writer of standard output, one for the program: made on first
-    use (with --procs before the fork, so that the workers share it)."""
-    if not _stdout:
-        # Python found no descriptor 1 when it started (sys.stdout is None):
-        # a socket may have that number now, and must not get the lines.
-        fd = STDOUT if sys.stdout is not None else -1
-        _stdout.append(LineWriter(fd, "stdout", msg))
-    return _stdout[0]
+    use (with --procs before the fork, so that the workers share it), and
+    again only if sys.stdout was replaced since."""
+    if _stdout[0] is not sys.stdout or _stdout[1] is None:
+        if sys.stdout is None:
+            # Python found no descriptor 1 when it started: a socket may
+            # have that number now, and must not get the lines.
+            writer = LineWriter(-1, "stdout", msg)
+        elif sys.stdout is not sys.__stdout__:      # replaced in-process
+            writer = LineWriter(-1, "stdout", msg, stream=sys.stdout)
+        else:
+            writer = LineWriter(STDOUT, "stdout", msg)
+        _stdout[:] = [sys.stdout, writer]
+    return _stdout[1]
