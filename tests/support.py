@@ -60,6 +60,16 @@ def as_nobody(command):
             "--clear-groups"] + list(command)
 
 
+def copy_checkout(top, also=()):
+    """Copy the scripts, smtpcore/ and the directories named in `also`
+    (as "tests") into the directory top."""
+    for name in ("smtp_sink.py", "smtp_source.py"):
+        shutil.copyfile(os.path.join(ROOT, name), os.path.join(top, name))
+    for name in ("smtpcore",) + tuple(also):
+        shutil.copytree(os.path.join(ROOT, name), os.path.join(top, name),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+
+
 def copy_for_nobody(test):
     """For a test that runs our scripts as nobody (not through -u, which
     opens them as root first): a copy of smtp_sink.py, smtp_source.py and
@@ -70,10 +80,7 @@ def copy_for_nobody(test):
     of nobody's reach)."""
     top = tempfile.mkdtemp(prefix="smtpcopy-")
     test.addCleanup(shutil.rmtree, top, True)
-    for name in ("smtp_sink.py", "smtp_source.py"):
-        shutil.copyfile(os.path.join(ROOT, name), os.path.join(top, name))
-    shutil.copytree(os.path.join(ROOT, "smtpcore"), os.path.join(top, "smtpcore"),
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    copy_checkout(top)
     for directory, _, names in os.walk(top):
         os.chmod(directory, 0o755)
         for name in names:

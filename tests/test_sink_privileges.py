@@ -373,11 +373,7 @@ class PrivateCheckoutTest(unittest.TestCase):
         self.addCleanup(shutil.rmtree, private, True)
         checkout = os.path.join(private, "checkout")
         os.mkdir(checkout)
-        for name in ("smtp_sink.py", "smtp_source.py"):
-            shutil.copyfile(os.path.join(support.ROOT, name), os.path.join(checkout, name))
-        for name in ("smtpcore", "tests"):
-            shutil.copytree(os.path.join(support.ROOT, name), os.path.join(checkout, name),
-                            ignore=shutil.ignore_patterns("__pycache__"))
+        support.copy_checkout(checkout, also=("tests",))
         result = support.run([sys.executable, "-m", "unittest", "-v",
                               "tests.test_sink_privileges.NotRootTest"], cwd=checkout,
                              timeout=support.TIMEOUT * 6)
