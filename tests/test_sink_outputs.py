@@ -21,6 +21,7 @@ TRANSACTION = [b"EHLO client.example\r\n", b"MAIL FROM:<a@example.com>\r\n",
                b"QUIT\r\n"]
 SERVED = (b"354 End data with <CR><LF>.<CR><LF>\r\n250 2.0.0 Ok\r\n221 Bye\r\n")
 BROKEN_PIPE = b"smtp-sink: warning: write stdout: Broken pipe\n"
+STDOUT_CLOSED = ["sh", "-c", 'exec "$@" >&-', "sh"]     # + a command: `command >&-`
 
 
 def gone_stdout(test):
@@ -81,15 +82,14 @@ class StdoutGoneTest(OutputFaultCase):
     def test_counters_with_stdout_closed(self):
         # `smtp-sink -c ... >&-`: descriptor 1 is free when the program
         # starts, and a socket may get it; no line may go there.
-        self.start(["-c"], wrapper=["sh", "-c", 'exec "$@" >&-', "sh"])
+        self.start(["-c"], wrapper=STDOUT_CLOSED)
         self.serve(2)
         self.assertEqual(self.sink.stop(), -15)
         self.assertEqual(self.sink.stderr(),
                          b"smtp-sink: warning: write stdout: Bad file descriptor\n")
 
     def test_help_with_stdout_closed(self):
-        result = support.run(["sh", "-c", 'exec "$@" >&-', "sh"]
-                             + support.python_cmd(support.SINK, "--help"))
+        result = support.run(STDOUT_CLOSED + support.python_cmd(support.SINK, "--help"))
         self.assertEqual((result.returncode, result.stderr),
                          (0, b"smtp-sink: warning: write stdout: Bad file descriptor\n"))
 

@@ -6,13 +6,12 @@ a report.  (Postfix's smtp-source says nothing on EPIPE and is killed by
 SIGXFSZ at a size limit.)
 """
 
-import os
 import subprocess
 import unittest
 
 from tests import support
 from tests.fake_smtp import FakeServer
-from tests.test_sink_outputs import gone_stdout, prefilled, read
+from tests.test_sink_outputs import STDOUT_CLOSED, gone_stdout, prefilled, read
 
 M = ["-M", "client.example"]
 
@@ -52,8 +51,7 @@ class SourceOutputTest(unittest.TestCase):
                          (0, b"smtp-source: warning: write stdout: Broken pipe\n", 3))
 
     def test_help_with_stdout_closed(self):
-        result = support.run(["sh", "-c", 'exec "$@" >&-', "sh"]
-                             + support.python_cmd(support.SOURCE, "--help"))
+        result = support.run(STDOUT_CLOSED + support.python_cmd(support.SOURCE, "--help"))
         self.assertEqual((result.returncode, result.stderr),
                          (0, b"smtp-source: warning: write stdout: Bad file descriptor\n"))
 
