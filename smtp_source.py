@@ -249,6 +249,17 @@ REPORT
                         rejected_bdat, rejected_dot, rejected_rset
         integrity       {"run": id, "count": m} with --integrity, else null
 
+DIFFERENCES FROM POSTFIX
+    What the program sends, prints and returns is meant to be what
+    Postfix 3.7's smtp-source does for the same command line and server,
+    but for two things.  A fatal error exits at once instead of after a
+    one-second pause.  When the -c count (or the --report) cannot be
+    written -- the reader of stdout is gone, the disk is full, a file-size
+    limit is reached -- it is dropped with one warning ("warning: write
+    stdout: Broken pipe"), whatever of it was cut short in a file is taken
+    back, and the messages still go out; Postfix carries on silently after
+    a broken pipe and is killed by SIGXFSZ at a size limit.
+
 EXIT STATUS
     0 when all messages were handled, 1 after a fatal error (bad arguments,
     connection refused or lost, an unexpected reply without -A).
@@ -277,7 +288,8 @@ import sys
 import threading
 import time
 
-from smtpcore import dump, endpoints, engine, integrity, messages, options, procs, replies
+from smtpcore import (dump, endpoints, engine, integrity, messages, options, procs, replies,
+                      output)
 from smtpcore.engine import PARKED, READABLE, WRITABLE, Waiter
 from smtpcore.messages import printable
 from smtpcore.report import PHASES, Report
@@ -448,20 +460,6 @@ def dot_stuff(data):
     return data.replace(b"\n.", b"\n..") if b"\n." in data else data
 
 
-def write_stdout(data):
-    """-c output; like Postfix, carry on if nobody reads it any more."""
-    try:
-        stream = getattr(sys.stdout, "buffer", None)
-        if stream is None:
-            sys.stdout.write(data.decode("ascii"))
-            sys.stdout.flush()
-        else:
-            stream.write(data)
-            stream.flush()
-    except (OSError, ValueError):
-        pass
-
-
 class Run:
     """What all sessions share: options, the message budget, counters, the
     queue of connection attempts, the commands (made once), and what the
@@ -545,7 +543,7 @@ class Run:
         counts = self.counts
         with counts.lock:               # --procs: the counts appear in order
             counts.sent = sent = counts.sent + 1
-            write_stdout(b"%d\r" % sent)
+            output.stdout(self.msg).write(b"%d\r" % sent)
 
     def delay(self):
         """-w / -R: the pause after each message, in seconds."""
@@ -585,16 +583,16 @@ class Run:
         mid-step is not an error.  A session thread blocked on its socket
         is woken by shutting the socket's reading side (which sends
         nothing)."""
-        self.msg.silence()
-        self.driver.stop()
-        with self.lock:
-            sockets = list(self.sockets)
-        for sock in sockets:
-            try:
-                socket.socket.shutdown(sock, socket.SHUT_RD)    # (not SSLSocket's)
-            except OSError:
-                pass
-        self.driver.close()
+        with self.msg.hushed():
+            self.driver.stop()
+            with self.lock:
+                sockets = list(self.sockets)
+            for sock in sockets:
+                try:
+                    socket.socket.shutdown(sock, socket.SHUT_RD)    # (not SSLSocket's)
+                except OSError:
+                    pass
+            self.driver.close()
         for sock in sockets:
             sock.close()
         self.sockets.clear()
@@ -1449,7 +1447,7 @@ def apply_long_option(opts, name, value, msg):
         msg.fatal("bad --%s value: %s" % (name, printable(arg_bytes(value)).decode()))
 
     if name == "help":
-        write_stdout(help_text(msg.prog).encode("utf-8", "surrogateescape"))
+        output.stdout(msg).write(help_text(msg.prog).encode("utf-8", "surrogateescape"))
         raise HelpShown()
     elif name == "report":
         if value not in ("text", "json"):
@@ -1621,7 +1619,7 @@ def main(argv=None):
 
         # 6. End the -c count.
         if opts.count:
-            write_stdout(b"\n")
+            output.stdout(msg).write(b"\n")
         status = 0
         return status
     except HelpShown:
@@ -1633,7 +1631,7 @@ def main(argv=None):
             run.close_all()
             if run.report is not None and run.start_ns:
                 # 7. --report, also after a fatal error.
-                finish_report(run.report, run.start_ns, status)
+                finish_report(run.report, run.start_ns, status, msg)
 
 
 def run_sessions(run, sessions, start_ns):
@@ -1654,13 +1652,13 @@ def run_sessions(run, sessions, start_ns):
     run.driver.run()
 
 
-def finish_report(report, start_ns, status):
+def finish_report(report, start_ns, status, msg):
     report.elapsed = (time.monotonic_ns() - start_ns) / 1e9
     report.status = status
     if status and report.opts.count:
-        write_stdout(b"\n")                 # the -c count did not end its line
+        output.stdout(msg).write(b"\n")   # the -c count did not end its line
     text = report.json() if report.opts.report == "json" else report.text()
-    write_stdout(text.encode())
+    output.stdout(msg).write(text.encode())
 
 
 # ---------------------------------------------------------------- --procs=N
@@ -1717,12 +1715,13 @@ def run_group(opts, msg, tls, run_id):
                 results[index].flush()
         return status
 
+    output.stdout(msg)                     # before the fork: one -c warning for all
     status, signo = procs.Supervisor(workers, worker, msg, replace=False).run()
     if signo is not None:                   # SIGTERM or SIGINT: die of it, as Postfix
         signal.signal(signo, signal.SIG_DFL)
         os.kill(os.getpid(), signo)
     if opts.count and not status:
-        write_stdout(b"\n")
+        output.stdout(msg).write(b"\n")
     if results is not None:
         report = Report(opts)
         report.run_id = run_id
@@ -1733,7 +1732,7 @@ def run_group(opts, msg, tls, run_id):
             except (EOFError, pickle.UnpicklingError, ValueError):
                 msg.warning("worker %d left no figures for the report" % index)
             result.close()
-        finish_report(report, start_ns, status)
+        finish_report(report, start_ns, status, msg)
     return status
 
 

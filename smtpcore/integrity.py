@@ -14,7 +14,9 @@ sha256 the digest of everything that follows this line in the message, as
 The sink takes the message as it arrived (dot-unstuffed, CRLF kept), finds
 the line at the very start, and checks the digest of the rest.  Per run it
 counts ok, corrupt (the digest differs), duplicate (a seq seen before) and
-missing (count minus the distinct seqs seen, when asked at the end).
+missing (count minus the distinct seqs seen, when asked at the end).  A
+MessageCheck does that as the octets stream in, in pieces of any size, so
+that nothing of the message is kept (a message may be larger than memory).
 """
 
 import hashlib
@@ -57,6 +59,64 @@ def examine(message):
     return run, seq, count, hashlib.sha256(rest).hexdigest() == digest
 
 
+MAX_LINE = 1000        # a longer first line is not the integrity line
+
+
+class MessageCheck:
+    """One message's integrity line and digest, computed as the octets
+    arrive: feed() them in pieces of any size, then ask result().
+
+    stuffed=True: the pieces are the DATA stream as received, up to and
+    including the "." line that ends it; the dots are taken out here (one
+    after each CRLF, RFC 5321 4.5.2, wherever the pieces split), and the
+    "." line is not part of the message.  stuffed=False: the pieces are
+    the message itself (BDAT chunks)."""
+
+    def __init__(self, stuffed):
+        self.stuffed = stuffed
+        self.before = b"\r\n"       # the raw octets before the next piece
+        self.held = b""             # the last two octets, until known not to
+                                    # be the CRLF of the "." line
+        self.head = b""             # the first line, until it is complete
+        self.line = None            # its (run, seq, count, digest); False: none
+        self.digest = None          # sha256 of what follows the line
+
+    def feed(self, data):
+        if self.stuffed:
+            raw = data
+            data = self.held + (self.before + data).replace(b"\r\n.", b"\r\n")[2:]
+            self.before = (self.before + raw[-2:])[-2:]
+            self.held, data = data[-2:], data[:-2]
+        if self.digest is not None:
+            self.digest.update(data)
+        elif self.line is None:
+            self._first_line(data)
+
+    def _first_line(self, data):
+        head = self.head + data
+        end = head.find(b"\r\n", 0, MAX_LINE)
+        if end < 0:
+            if len(head) >= MAX_LINE or not HEADER.startswith(head[:len(HEADER)]):
+                self.line, self.head = False, b""
+            else:
+                self.head = head
+            return
+        self.head = b""
+        found = parse(head[:end + 2])
+        if found is None:
+            self.line = False
+            return
+        self.line = found[:4]
+        self.digest = hashlib.sha256(head[end + 2:])
+
+    def result(self):
+        """(run, seq, count, intact) of a marked message, else None."""
+        if not self.line:
+            return None
+        run, seq, count, digest = self.line
+        return run, seq, count, self.digest.hexdigest() == digest
+
+
 class RunCounts:
     """What the sink has seen of one run."""
 
@@ -88,7 +148,11 @@ class Verifier:
     def check(self, message):
         """Check one complete message (dot-unstuffed, CRLF line ends).
         Returns "ok", "corrupt", "duplicate" or None (not marked)."""
-        found = examine(message)
+        return self.tally(examine(message))
+
+    def tally(self, found):
+        """Count what examine() or MessageCheck.result() found; returns as
+        check() does."""
         if found is None:
             with self.lock:
                 self.unmarked += 1
@@ -127,8 +191,8 @@ class PipeVerifier:
     def __init__(self, fd):
         self.fd = fd
 
-    def check(self, message):
-        found = examine(message)
+    def tally(self, found):
+        """What a MessageCheck found (see Verifier.tally)."""
         if found is None:
             os.write(self.fd, b"-\n")
             return None

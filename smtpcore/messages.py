@@ -11,9 +11,10 @@ A fatal error ends the program with exit status 1.  Here fatal() raises
 Fatal, which main() turns into that exit status, so that nothing prints a
 traceback and tests can call main() in-process.  As when Postfix's process
 is gone, nothing is said after the first fatal error (other threads may
-meet errors of their own while the program ends), nor after silence().
+meet errors of their own while the program ends), nor while hushed().
 """
 
+import contextlib
 import os
 import sys
 import threading
@@ -113,7 +114,14 @@ class Messages:
         self._write(b"fatal: ", text, last=True)
         raise Fatal(text)
 
-    def silence(self):
-        """Say nothing more: the program is ending."""
+    @contextlib.contextmanager
+    def hushed(self):
+        """Say nothing meanwhile: the sessions are being stopped, and one
+        cut off in mid-step has no error to report."""
         with self._lock:
-            self.silent = True
+            before, self.silent = self.silent, True
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.silent = before

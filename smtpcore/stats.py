@@ -21,7 +21,7 @@ import re
 import threading
 import time
 
-from smtpcore import engine
+from smtpcore import engine, output
 
 REPLY_CODE = re.compile(rb"^([0-9]{3})[ \r]", re.MULTILINE)    # a reply's last line
 REPLY_NAMES = tuple("r%d" % code for code in range(200, 600))   # --procs: a counter a code
@@ -33,18 +33,19 @@ class Statistics:
     counts: the sink's counters (begun, total, recipients, bytes,
     active; with shared=True also one per reply code, REPLY_NAMES);
     verifier: --verify's integrity.Verifier, or None; interval: seconds
-    between lines (0: none); fd: where lines go (-1: stdout, a binary
-    stream, where -c also writes); msg: for warnings."""
+    between lines (0: none); fd, path: the file lines are appended to (its
+    descriptor, opened before privileges were dropped; -1: stdout, the
+    writer where -c also writes, see smtpcore/output.py); msg: for
+    warnings."""
 
-    def __init__(self, counts, verifier, interval, fd, stdout, msg, shared=False):
+    def __init__(self, counts, verifier, interval, fd, path, stdout, msg, shared=False):
         self.counts = counts
         self.lock = counts.lock
         self.verifier = verifier
         self.shared = shared                    # --procs: codes counted in counts too
         self.interval = interval or 0
         self.fd = fd
-        self.stdout = stdout
-        self.msg = msg
+        self.out = output.LineWriter(fd, path, msg) if fd >= 0 else stdout
         self.replies = collections.Counter()    # b"250" -> how many
         self.sent = {}                          # what was sent -> how often
         self.started = self.last_time = time.monotonic()
@@ -162,16 +163,7 @@ class Statistics:
 
     def write(self, event):
         with self.write_lock:
-            data = self.line(event).encode()
-            try:
-                if self.fd >= 0:
-                    while data:
-                        data = data[os.write(self.fd, data):]
-                else:
-                    self.stdout.write(data)
-                    self.stdout.flush()
-            except (OSError, ValueError) as err:
-                self.msg.warning("statistics: %s" % err)
+            self.out.write(self.line(event).encode())
 
     def close(self):
         fd, self.wake_w = self.wake_w, -1       # a late SIGUSR1 writes nowhere

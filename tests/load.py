@@ -210,10 +210,10 @@ def status_field(pid, name):
 class SinkProcess:
     """smtp_sink.py (or program, e.g. [support.POSTFIX_SINK]) as a
     subprocess on 127.0.0.1:<free port>; stopped (by its PID) in cleanup.
-    stdout and stderr go to files."""
+    stdout and stderr go to files (stdout: or to the descriptor given)."""
 
     def __init__(self, test, args, backlog=1024, cwd=None, wrapper=(), env=None,
-                 program=None):
+                 program=None, stdout=None):
         self.test = test
         self.port = support.free_port()
         self.address = ("127.0.0.1", self.port)
@@ -226,8 +226,8 @@ class SinkProcess:
         command = list(wrapper) + program + support.PRIVS + list(args) + [
             "127.0.0.1:%d" % self.port, str(backlog)]
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
-            self.proc = subprocess.Popen(command, stdout=out, stderr=err,
-                                         stdin=subprocess.DEVNULL, cwd=cwd, env=env)
+            self.proc = subprocess.Popen(command, stdout=out if stdout is None else stdout,
+                                         stderr=err, stdin=subprocess.DEVNULL, cwd=cwd, env=env)
         self.pid = self.proc.pid
         test.addCleanup(self.stop)
         support.wait_until(lambda: self.proc.poll() is not None

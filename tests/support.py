@@ -95,6 +95,51 @@ def tool_cmd(script, *args):
     return [sys.executable, script] + engine_args() + [os.fsdecode(a) for a in args]
 
 
+def as_nobody(command):
+    """command, run as user nobody (its user and group id, no other
+    groups) by setpriv(1); skips loudly without setpriv."""
+    import pwd
+    setpriv = need_program("setpriv")
+    nobody = pwd.getpwnam("nobody")
+    return [setpriv, "--reuid=%d" % nobody.pw_uid, "--regid=%d" % nobody.pw_gid,
+            "--clear-groups"] + list(command)
+
+
+def copy_checkout(top, also=()):
+    """Copy the scripts, smtpcore/ and the directories named in `also`
+    (as "tests") into the directory top."""
+    for name in ("smtp_sink.py", "smtp_source.py"):
+        shutil.copyfile(os.path.join(ROOT, name), os.path.join(top, name))
+    for name in ("smtpcore",) + tuple(also):
+        shutil.copytree(os.path.join(ROOT, name), os.path.join(top, name),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+
+
+def copy_for_nobody(test):
+    """For a test that runs our scripts as nobody (not through -u, which
+    opens them as root first): a copy of smtp_sink.py, smtp_source.py and
+    smtpcore/ that nobody can read, since the checkout may be private (a
+    clone under /root is mode 0700).  The copy is made in a fresh temporary
+    directory, removed in cleanup; returns its path.  Skips loudly, naming
+    the reason, when nobody cannot run the copy (TMPDIR or this Python out
+    of nobody's reach)."""
+    top = tempfile.mkdtemp(prefix="smtpcopy-")
+    test.addCleanup(shutil.rmtree, top, True)
+    copy_checkout(top)
+    for directory, _, names in os.walk(top):
+        os.chmod(directory, 0o755)
+        for name in names:
+            os.chmod(os.path.join(directory, name), 0o644)
+    probe = run(as_nobody([sys.executable, "-c", "import smtp_sink, smtp_source"]), cwd=top)
+    if probe.returncode != 0:
+        reason = ("user nobody cannot run a copy of the scripts in %s with %s (%s)"
+                  % (top, sys.executable, probe.stderr.decode(errors="replace").strip()[-300:]))
+        sys.stderr.write("\n*** SKIPPED: %s; tests that run the scripts as nobody do NOT "
+                         "run here ***\n" % reason)
+        raise unittest.SkipTest(reason)
+    return top
+
+
 def python_cmd(script, *args):
     if script in (SINK, SOURCE):
         return tool_cmd(script, *args)

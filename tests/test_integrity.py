@@ -29,6 +29,39 @@ class IntegrityTest(unittest.TestCase):
             "ok": 1, "corrupt": 1, "duplicate": 1, "missing": 1, "count": 3}})
         self.assertEqual(v.unmarked, 1)
 
+    def test_message_check_in_any_split(self):
+        # The DATA stream split at every place, and in single octets: the
+        # dots after CRLF, the CRLF before the "." line and the line's own
+        # CRLF fall on piece boundaries somewhere.
+        body = b".lead\r\n..two\r\n.\r\nmid . dot\r\n\r\n.\r\n"
+        for message, expected in ((self.message(2, body), ("0123456789abcdef", 2, 3, True)),
+                                  (self.message(2, body)[:-5] + b"X\r\n",
+                                   ("0123456789abcdef", 2, 3, False)),
+                                  (b"Subject: plain\r\n\r\nx\r\n", None),
+                                  (b"", None),
+                                  (b"X-Smtp-Integrity: run=broken\r\n", None)):
+            wire = (b"\r\n" + message).replace(b"\r\n.", b"\r\n..")[2:] + b".\r\n"
+            splits = [[wire[:i], wire[i:]] for i in range(len(wire) + 1)]
+            splits.append([wire[i:i + 1] for i in range(len(wire))])
+            for pieces in splits:
+                check = integrity.MessageCheck(stuffed=True)
+                for piece in pieces:
+                    check.feed(piece)
+                self.assertEqual(check.result(), expected, pieces)
+            self.assertEqual(integrity.examine(message), expected)
+            check = integrity.MessageCheck(stuffed=False)      # BDAT: as it is
+            for i in range(0, len(message), 7):
+                check.feed(message[i:i + 7])
+            self.assertEqual(check.result(), expected)
+
+    def test_message_check_keeps_no_long_first_line(self):
+        check = integrity.MessageCheck(stuffed=False)
+        check.feed(integrity.HEADER)
+        for _ in range(100):
+            check.feed(b"9" * 1000)
+        self.assertLessEqual(len(check.head), integrity.MAX_LINE)
+        self.assertIsNone(check.result())
+
     def test_new_run_ids_differ(self):
         self.assertNotEqual(integrity.new_run_id(), integrity.new_run_id())
         self.assertRegex(integrity.new_run_id(), rb"^[0-9a-f]{16}$")

@@ -11,9 +11,11 @@ and must come out the same.
 import os
 import pwd
 import re
+import shutil
 import socket
 import stat
 import sys
+import tempfile
 import unittest
 
 from tests import support
@@ -300,26 +302,26 @@ class JailTest(support.BothEngines, unittest.TestCase):
 
 class NotRootTest(support.BothEngines, unittest.TestCase):
     """Started as an ordinary user (setpriv to nobody): -u fails the way
-    initgroups(3) fails for Postfix; without -u the sink just runs."""
+    initgroups(3) fails for Postfix; without -u the sink just runs.  Our
+    sink runs from a copy nobody can read (the checkout may be private)."""
 
     maxDiff = None
 
     def setUp(self):
         need_root()
-        self.setpriv = support.need_program("setpriv")
         self.port = support.free_port()
+        self.sink = os.path.join(support.copy_for_nobody(self), "smtp_sink.py")
 
-    def as_nobody(self, command):
-        return [self.setpriv, "--reuid=%d" % NOBODY.pw_uid, "--regid=%d" % NOBODY.pw_gid,
-                "--clear-groups"] + command
+    def ours(self, *args):
+        return support.python_cmd(self.sink, *args)
 
     def compare(self, args, stderr):
         args = [a.format(port=self.port) for a in args]
-        result = support.run(self.as_nobody(ours(*args)))
+        result = support.run(support.as_nobody(self.ours(*args)))
         self.assertEqual((result.returncode, result.stdout, result.stderr),
                          (1, b"", stderr), args)
         if have_postfix():
-            theirs = support.run(self.as_nobody(postfix(*args)))
+            theirs = support.run(support.as_nobody(postfix(*args)))
             prefix = support.POSTFIX_SINK.encode() + b": "
             self.assertEqual(theirs.stderr.replace(prefix, b"smtp-sink: "), stderr, args)
             self.assertEqual(theirs.returncode, 1)
@@ -351,13 +353,34 @@ class NotRootTest(support.BothEngines, unittest.TestCase):
         # No root check, no privilege change; -R without -u does nothing.
         for extra in ([], ["-R", "/nonexistent"]):
             with self.subTest(extra=extra):
-                sink = Sink(self, self.as_nobody(ours(*extra))).ready()
+                sink = Sink(self, support.as_nobody(self.ours(*extra))).ready()
                 found = credentials(sink.pid)
                 self.assertEqual(found["Uid"], [NOBODY.pw_uid] * 4)
                 self.assertEqual(found["Groups"], [])
                 self.assertEqual(os.readlink("/proc/%d/root" % sink.pid), "/")
                 self.assertEqual(sink.stop()[2], b"")
 
+
+class PrivateCheckoutTest(unittest.TestCase):
+    """make test as root in a checkout nobody else can read (every clone
+    under /root is one): the tests that run the sink as nobody work from
+    a readable copy, and run; none fails or is skipped for it."""
+
+    def test_not_root_tests_in_a_private_checkout(self):
+        need_root()
+        support.need_program("setpriv")
+        private = tempfile.mkdtemp(prefix="smtpprivate-")      # mode 0700
+        self.addCleanup(shutil.rmtree, private, True)
+        checkout = os.path.join(private, "checkout")
+        os.mkdir(checkout)
+        support.copy_checkout(checkout, also=("tests",))
+        result = support.run([sys.executable, "-m", "unittest", "-v",
+                              "tests.test_sink_privileges.NotRootTest"], cwd=checkout,
+                             timeout=support.TIMEOUT * 6)
+        report = result.stderr.decode(errors="replace")
+        self.assertEqual(result.returncode, 0, report[-3000:])
+        self.assertNotIn("SKIPPED", report)
+        self.assertIn("Ran 6 tests", report)
 
 
 def capabilities(pid):

@@ -183,6 +183,16 @@ class AbortTest(support.BothEngines, unittest.TestCase):
         support.wait_until(lambda: sink.stdout(), what="-c output")
         self.assertEqual(sink.stdout(), b"sess=1 quit=0 mesg=0\r")
 
+    def test_abort_at_once_answers_nothing_after_DATA(self):
+        # -A 0 with more bytes after DATA in the same write: none of them is
+        # answered (Postfix answers them as commands until its abort timer
+        # fires, and crashes on this NOOP and QUIT: a documented difference).
+        sink = InProcessSink(self, ["-A", "0"])
+        data, _ = sink.converse([b"MAIL FROM:<a>\r\nRCPT TO:<b>\r\nDATA\r\nNOOP\r\nQUIT\r\n"])
+        self.assertEqual(data, b"220 smtp-sink ESMTP\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n"
+                               b"354 End data with <CR><LF>.<CR><LF>\r\n"
+                               b"550 This violates SMTP\r\n")
+
 
 class ReadDelayTest(support.BothEngines, unittest.TestCase):
     """-H delay: input is not read for delay seconds after the 354."""
@@ -291,6 +301,16 @@ class StopTest(support.BothEngines, unittest.TestCase):
         self.assertEqual(sink.wait(), 0)
         self.assertEqual(sink.stdout(), b"sess=0 quit=0 mesg=1\rsess=1 quit=1 mesg=1\r"
                                         b"sess=1 quit=1 mesg=2\r")
+
+    def test_M_sends_the_replies_already_due(self):
+        # Pipelined up to the last message's end: the replies before it go
+        # out, the "." gets none (Postfix drops them all from its buffer: a
+        # documented difference).
+        sink = InProcessSink(self, ["-M", "1"])
+        data, _ = sink.converse([b"MAIL FROM:<a>\r\nRCPT TO:<b>\r\nDATA\r\nx\r\n.\r\n"])
+        self.assertEqual(data, b"220 smtp-sink ESMTP\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n"
+                               b"354 End data with <CR><LF>.<CR><LF>\r\n")
+        self.assertEqual(sink.wait(), 0)
 
     def test_M_cuts_other_sessions(self):
         sink = InProcessSink(self, ["-M", "1"])

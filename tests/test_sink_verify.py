@@ -12,7 +12,7 @@ import socket
 import unittest
 
 from smtpcore import integrity
-from tests import support
+from tests import load, support
 from tests.support import InProcessSink, Wait
 
 RUN = b"0123456789abcdef"
@@ -172,6 +172,39 @@ class VerifyProcessTest(support.BothEngines, unittest.TestCase):
         os.kill(server.proc.pid, signal.SIGUSR1)
         rc, _, _ = server.wait()
         self.assertEqual(rc, -signal.SIGUSR1)
+
+
+class VerifyMemoryTest(support.BothEngines, unittest.TestCase):
+    """--verify keeps nothing of a message: its digest is taken as the
+    octets stream in (two 64 MB messages once took the sink from 24 MB to
+    280 MB), by BDAT and by DATA alike."""
+
+    SIZE = 64 << 20
+    BUDGET_KB = 20 * 1024
+
+    def test_peak_memory_of_two_64_mb_messages(self):
+        line = b".dotted line, stuffed on the wire " + b"x" * 64 + b"\r\n"
+        body = line * (self.SIZE // len(line))
+        first, second = (integrity.header(RUN, seq, 2, body) for seq in (0, 1))
+        envelope = b"MAIL FROM:<source@example.com>\r\nRCPT TO:<sink@example.com>\r\n"
+        steps = [b"EHLO client.example\r\n",
+                 envelope + b"BDAT %d LAST\r\n" % (len(first) + len(body)), first, body,
+                 envelope + b"DATA\r\n", Wait(b"354 "), second, stuffed(body), b"QUIT\r\n"]
+        peaks = {}
+        for extra in ([], ["--verify"]):
+            sink = load.SinkProcess(self, ["--chunking"] + extra)
+            replies, _ = support.converse(sink.address, sink.family, steps, timeout=60)
+            self.assertTrue(replies.endswith(b"250 2.0.0 Ok\r\n221 Bye\r\n"), replies[-300:])
+            self.assertEqual(replies.count(b"250 2.0.0 Ok\r\n"), 2)
+            peaks[bool(extra)] = sink.peak()
+            sink.stop()
+            self.assertEqual(sink.stderr(), b"")
+        [final] = stats_lines(sink.stdout())
+        self.assertEqual(final["verify"]["runs"][RUN.decode()],
+                         {"ok": 2, "corrupt": 0, "duplicate": 0, "missing": 0, "count": 2})
+        load.report("two 64 MB messages (BDAT, DATA)", peak_rss_kB=peaks[False],
+                    peak_rss_verify_kB=peaks[True])
+        self.assertLess(peaks[True] - peaks[False], self.BUDGET_KB, peaks)
 
 
 class SourceToSinkTest(support.BothEngines, unittest.TestCase):
