@@ -475,6 +475,23 @@ class StartTls(Exception):
     rest of the input at hand, sent before TLS, is never parsed."""
 
 
+class Transaction:
+    """The state of one mail transaction, as aiosmtpd's Envelope: a session
+    makes a new one when a transaction ends (RSET, HELO/EHLO/LHLO, the end
+    of data, STARTTLS), so that a reset is one assignment.  (The count of
+    recipients is the session's: as in Postfix, only MAIL sets it back to
+    0, and an LMTP "." -- also one sent as a command -- answers that many.)"""
+
+    __slots__ = ("open", "capture", "failed", "chunks", "check")
+
+    def __init__(self):
+        self.open = False           # MAIL was accepted
+        self.capture = None         # its dump.Capture (-d, -D, --maildir)
+        self.failed = False         # a write to the capture failed: no 250
+        self.chunks = 0             # BDAT chunks taken (--chunking)
+        self.check = None           # integrity.MessageCheck (--verify)
+
+
 class Session(engine.Waiter):
     """One client connection: reads commands and message data, writes replies.
 
@@ -505,10 +522,9 @@ class Session(engine.Waiter):
         self.pause = None           # (seconds, what to do after) or None
         self.in_data = False
         self.tail = b""             # the last bytes of the DATA stream so far
-        self.in_mail = False
+        self.tx = Transaction()
         self.rcpts = 0              # as Postfix: LMTP end of data leaves -1
-        self.capture = None         # dump.Capture of the open transaction
-        self.capture_failed = False # a write to it failed: do not say 250
+        self.dot_refused = False    # the message was not stored: 451 to "."
         self.helo_args = None
         self.proto = b"LMTP" if settings.lmtp else b"SMTP"
         family = sock.family
@@ -644,9 +660,9 @@ class Session(engine.Waiter):
             data = data[sent:]
 
     def close(self):
-        if self.capture is not None:
-            self.capture.abort()
-            self.capture = None
+        if self.tx.capture is not None:
+            self.tx.capture.abort()
+            self.tx = Transaction()
         self.server.session_ended(self)
 
     # ---- the conversation (protocol)
@@ -787,7 +803,8 @@ class Session(engine.Waiter):
             if end >= 0:
                 end += 5
         body = data if end < 0 else data[:end]
-        if self.capture is not None and not self.capture_failed:
+        tx = self.tx
+        if tx.capture is not None and not tx.failed:
             self.capture_add(dump.unstuff(body, tail[-2:]))
         if end < 0:
             self.tail = data[-4:] if len(data) >= 4 else (tail + data)[-4:]
@@ -796,31 +813,33 @@ class Session(engine.Waiter):
         return data[end:]
 
     def capture_add(self, data):
+        tx = self.tx
         try:
-            self.capture.add(data)
+            tx.capture.add(data)
         except OSError as err:
-            capture_warning(self.msg, err, self.capture.path)
-            self.capture_failed = True
+            capture_warning(self.msg, err, tx.capture.path)
+            tx.failed = True
 
     def end_of_data(self):
         """The message is complete: store it, count it, then answer "."."""
-        capture, self.capture = self.capture, None
-        stored = capture is None or self.store(capture)
-        self.in_mail = False
+        tx, self.tx = self.tx, Transaction()
+        stored = tx.capture is None or self.store(tx)
         if stored and not self.server.message_done():
             raise SessionEnd(None)              # -M: exit before replying
         if self.msg.verbose:
             self.msg.info(".")
-        self.capture_failed = not stored        # smtp_DOT: 451, not 250
+        self.dot_refused = not stored           # smtp_DOT: 451, not 250
         try:
             self.execute(self.table[b"."], b".", b"")
         finally:
             if not self.pause:                  # else smtp_DOT comes later
-                self.capture_failed = False
+                self.dot_refused = False
 
-    def store(self, capture):
-        """Commit a capture; False (with a warning) when it was not stored."""
-        if self.capture_failed:
+    def store(self, tx):
+        """Commit the capture of a transaction; False (with a warning) when
+        it was not stored."""
+        capture = tx.capture
+        if tx.failed:
             capture.abort()
             return False
         path = capture.path
@@ -863,26 +882,26 @@ class Session(engine.Waiter):
         self.out.append(MAIL_OK)
 
     def smtp_MAIL(self, args):
-        if self.in_mail:
+        if self.tx.open:
             self.out.append(NESTED_MAIL)
         elif self.settings.capturing and not self.open_capture(args):
             self.out.append(CAPTURE_FAILED)
         else:
-            self.in_mail = True
+            self.tx.open = True
             self.rcpts = 0
             self.out.append(MAIL_OK)
 
     def smtp_RCPT(self, args):
-        if not self.in_mail:
+        if not self.tx.open:
             self.out.append(NEED_MAIL)
             return
         self.rcpts += 1
         self.out.append(RCPT_OK)
-        if self.capture is not None:
+        if self.tx.capture is not None:
             self.capture_add(b"X-Rcpt-Args: " + address_args(args) + b"\n")
 
     def smtp_DATA(self, args):
-        if not self.in_mail or self.rcpts == 0:
+        if not self.tx.open or self.rcpts == 0:
             self.out.append(NEED_RCPT)
             return
         self.out.append(GO_AHEAD)
@@ -890,7 +909,7 @@ class Session(engine.Waiter):
         if settings.abort_delay is not None:
             self.pause = (settings.abort_delay, self.abort)
             return
-        if self.capture is not None:
+        if self.tx.capture is not None:
             self.capture_add(self.received_header())
         self.in_data = True
         self.tail = b"\r\n"             # the CRLF that ended "DATA"
@@ -903,9 +922,9 @@ class Session(engine.Waiter):
         raise SessionEnd(None)
 
     def smtp_DOT(self, args):
-        if self.capture_failed:
+        if self.dot_refused:
             self.dot_reply(CAPTURE_FAILED)
-            self.capture_failed = False
+            self.dot_refused = False
         else:
             self.dot_reply(LMTP_OK if self.settings.lmtp else OK)
 
@@ -917,11 +936,10 @@ class Session(engine.Waiter):
     # ---- transactions and capture files
 
     def reset_transaction(self):
-        self.in_mail = False
-        if self.capture is not None:
-            self.capture.abort()
-            self.capture = None
-        self.capture_failed = False
+        """The transaction ends unfinished: what was captured is thrown away."""
+        if self.tx.capture is not None:
+            self.tx.capture.abort()
+        self.tx = Transaction()
 
     def open_capture(self, args):
         """Start the capture of a transaction at MAIL time; False (with a
@@ -943,8 +961,7 @@ class Session(engine.Waiter):
             capture_warning(self.msg, err, capture.path)
             capture.abort()
             return False
-        self.capture = capture
-        self.capture_failed = False
+        self.tx.capture = capture
         return True
 
     def received_header(self, command=b"DATA"):
@@ -956,8 +973,8 @@ class Session(engine.Waiter):
         return b"".join([
             used, b"Received: from ", helo, b" ([", client.encode(), b"])\n",
             b"\tby ", self.server.hostname, b" (smtp-sink) with ", self.proto,
-            b" id %08x;\n" % self.capture.ident,
-            b"\t", dump.mail_date(self.capture.when).encode(), b"\n"])
+            b" id %08x;\n" % self.tx.capture.ident,
+            b"\t", dump.mail_date(self.tx.capture.when).encode(), b"\n"])
 
 
 def capture_warning(msg, err, path):
@@ -1001,12 +1018,10 @@ class ExtendedSession(Session):
         self.tls = None             # (protocol, cipher) once TLS is on
         self.stats = server.stats   # Statistics, or None
         self.verifying = server.verifier is not None               # --verify
-        self.message_check = None   # ... integrity.MessageCheck of the message coming in
         self.chunk_left = None      # octets of the BDAT chunk still to come
         self.chunk_size = 0
         self.chunk_last = False     # ... it is the LAST one
         self.chunk_reply = None     # ... it is refused with this reply
-        self.chunks = 0             # BDAT chunks taken in this transaction
         super().__init__(server, sock, peer)
 
     # ---- the conversation (I/O)
@@ -1101,7 +1116,7 @@ class ExtendedSession(Session):
     def start_over(self):
         """After STARTTLS: as a new session, without the greeting."""
         self.reset_transaction()
-        self.rcpts = 0
+        self.rcpts = 0              # (which a reset leaves, as in Postfix)
         self.helo_args = None
         self.proto = b"LMTP" if self.settings.lmtp else b"SMTP"
 
@@ -1152,15 +1167,16 @@ class ExtendedSession(Session):
     def start_chunk(self, size, last, reply):
         """Read the chunk next: taken when reply is None, else thrown away
         and answered with reply."""
-        if reply is None and (not self.in_mail or self.rcpts == 0):     # as DATA
+        tx = self.tx
+        if reply is None and (not tx.open or self.rcpts == 0):     # as DATA
             reply = NEED_RCPT
         if reply is None:
-            if self.chunks == 0:            # the message begins, as at DATA
-                if self.capture is not None:
+            if tx.chunks == 0:              # the message begins, as at DATA
+                if tx.capture is not None:
                     self.capture_add(self.received_header(b"BDAT"))
                 if self.verifying:
-                    self.message_check = integrity.MessageCheck(stuffed=False)
-            self.chunks += 1
+                    tx.check = integrity.MessageCheck(stuffed=False)
+            tx.chunks += 1
         self.chunk_size, self.chunk_last, self.chunk_reply = size, last, reply
         self.chunk_left = size
         if size:
@@ -1172,21 +1188,23 @@ class ExtendedSession(Session):
         """Message bytes: of DATA (Session's way), or of a BDAT chunk."""
         left = self.chunk_left
         if left is None:
+            tx = self.tx                    # (the end of data replaces it)
             rest = Session.data_bytes(self, data)
             if self.verifying:
-                if self.message_check is None:      # the message begins
-                    self.message_check = integrity.MessageCheck(stuffed=True)
-                self.message_check.feed(data[:len(data) - len(rest)])
+                if tx.check is None:        # the message begins
+                    tx.check = integrity.MessageCheck(stuffed=True)
+                tx.check.feed(data[:len(data) - len(rest)])
             return rest
         chunk, rest = data[:left], data[left:]
         self.chunk_left = left - len(chunk)
         if not self.chunk_left:
             self.in_data = False
+        tx = self.tx
         if self.chunk_reply is None:
-            if self.capture is not None and not self.capture_failed:
+            if tx.capture is not None and not tx.failed:
                 self.capture_add(chunk.replace(b"\r", b""))    # as dump.unstuff(), no dots
-            if self.message_check is not None:
-                self.message_check.feed(chunk)
+            if tx.check is not None:
+                tx.check.feed(chunk)
         return rest
 
     def end_of_data(self):
@@ -1202,31 +1220,26 @@ class ExtendedSession(Session):
         elif not last:
             self.out.append(CHUNK_OK % self.chunk_size)
         else:
-            self.chunks = 0
-            if self.capture is not None and not self.capture_failed:
+            tx = self.tx
+            if tx.capture is not None and not tx.failed:
                 self.capture_add(b"\n")     # a record ends in an empty line, as "." makes
             self.verify()
             Session.end_of_data(self)       # as ".": store, count, -M, reply
 
     def smtp_DATA(self, args):
-        if self.chunks:
+        if self.tx.chunks:
             self.out.append(DATA_AFTER_BDAT)
         else:
             Session.smtp_DATA(self, args)
 
     def smtp_RCPT(self, args):          # also counts recipients for --stats
-        if self.chunks:
+        if self.tx.chunks:
             self.out.append(RCPT_AFTER_BDAT)
             return
         rcpts = self.rcpts
         Session.smtp_RCPT(self, args)
         if self.stats is not None and self.rcpts != rcpts:
             self.stats.add("recipients")
-
-    def reset_transaction(self):
-        Session.reset_transaction(self)
-        self.chunks = 0
-        self.message_check = None
 
     # ---- --verify, --lmtp-replies
 
@@ -1235,8 +1248,7 @@ class ExtendedSession(Session):
         while the octets came in (the DATA stream, or the BDAT chunks)."""
         if not self.verifying:
             return
-        check, self.message_check = self.message_check, None
-        found = check.result()
+        found = self.tx.check.result()
         result = self.server.verifier.tally(found)
         if result == "corrupt":
             self.msg.warning("integrity: corrupt message: run=%s seq=%d" % found[:2])
@@ -1245,7 +1257,7 @@ class ExtendedSession(Session):
 
     def smtp_DOT(self, args):           # --lmtp-replies: a reply per recipient, in turn
         replies = self.settings.lmtp_replies
-        if self.capture_failed or not replies:
+        if self.dot_refused or not replies:
             Session.smtp_DOT(self, args)
             return
         if self.rcpts > 0:
