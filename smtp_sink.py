@@ -506,6 +506,7 @@ class Session(engine.Waiter):
     """
 
     number = 0                  # the session's number (see SinkServer)
+    quits = 0                   # the QUITs counted when this one was (-n)
     _random = None
 
     def __init__(self, server, sock, peer):
@@ -930,7 +931,7 @@ class Session(engine.Waiter):
 
     def smtp_QUIT(self, args):
         self.out.append(BYE)
-        self.server.quit_done()
+        self.quits = self.server.quit_done()
         raise SessionEnd("disconnect")
 
     # ---- transactions and capture files
@@ -1429,10 +1430,11 @@ class SinkServer:
             if settings.count and not self.stopping:
                 counts.sessions += 1
                 self.show_counters()
-            quits = counts.quits
         session.sock.close()
         self.release(session)
-        if not self.stopping and settings.max_quits and quits >= settings.max_quits:
+        # -n: the session whose QUIT was the count-th ends the program, at
+        # its end (as in Postfix, right after its 221 was sent).
+        if not self.stopping and settings.max_quits and session.quits >= settings.max_quits:
             self.stop(0)
 
     # ---- counters (-c, -M, -n)
@@ -1445,10 +1447,14 @@ class SinkServer:
                           % (counts.sessions, counts.quits, counts.messages))
 
     def quit_done(self):
-        if self.settings.count:         # as Postfix: -n counts only with -c
-            counts = self.counts
-            with counts.lock:
-                counts.quits += 1
+        """A QUIT is carried out: count it; returns the count (as Postfix,
+        only with -c: -n needs -c)."""
+        if not self.settings.count:
+            return 0
+        counts = self.counts
+        with counts.lock:
+            counts.quits += 1
+            return counts.quits
 
     def message_done(self):
         """A message is complete; False when -M says to stop right now."""

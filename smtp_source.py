@@ -552,20 +552,33 @@ class Run:
             return random.randint(0, opts.random_delay)
         return opts.fixed_delay
 
-    def connect_turn(self, session):
-        """Queue session for a connection attempt (one in the whole program
-        at a time); True when it may go ahead now, else wait to be woken."""
+    def queue_to_connect(self, session):
+        """Put session in the queue of connection attempts (one in the
+        whole program at a time, in the order of the queue)."""
         with self.lock:
             if not session.queued:
                 session.queued = True
                 self.connecting.append(session)
-            return self.connecting[0] is session
+
+    def connect_turn(self, session):
+        """True when session may try to connect now; else it is to wait
+        (PARKED) until connect_done() wakes it."""
+        self.queue_to_connect(session)
+        with self.lock:
+            session.parked = self.connecting[0] is not session
+            return not session.parked
 
     def connect_done(self):
-        """The attempt at the head of the queue is over: wake the next."""
+        """The attempt at the head of the queue is over: the next one's
+        turn (woken if it is waiting for it; one queued before it came to
+        connect finds its turn there)."""
         with self.lock:
             self.connecting.popleft().queued = False
             following = self.connecting[0] if self.connecting else None
+            if following is not None and following.parked:
+                following.parked = False
+            else:
+                following = None
         if following is not None:
             self.driver.wake(following)
 
@@ -642,7 +655,8 @@ class Session(Waiter):
         self.due = None                 # --rate: when it is due (monotonic ns)
         self.sent_size = 0              # --report: bytes of the last message sent
         self.sent_ns = 0                # --report: when the last write began
-        self.queued = False             # in the queue of connection attempts
+        self.queued = False             # in the queue of connection attempts,
+        self.parked = False             # ... waiting there for its turn
         self.report = run.report
         self.tally = None               # --report: this session's figures,
         self.samples = None             # where latencies go (a list per phase),
@@ -1646,7 +1660,7 @@ def run_sessions(run, sessions, start_ns):
     run.start_ns = start_ns
     started = [session_class(run, seq) for seq in claims if seq is not None]
     for session in started:             # they connect in this order
-        run.connect_turn(session)
+        run.queue_to_connect(session)
     for session in started:
         run.driver.start(session)
     run.driver.run()

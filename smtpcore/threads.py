@@ -63,6 +63,7 @@ class ThreadDriver:
         self.failure = None         # the first exception a session raised
         self.halt = threading.Event()   # ends pauses early at stop()
         self.placeholder = -1       # see make_poller()
+        self.local = threading.local()  # .waits: the _Waits of this thread
         self.wake_r = self.wake_w = -1
         if wakeable:
             self.wake_r, self.wake_w = os.pipe()
@@ -80,13 +81,15 @@ class ThreadDriver:
             self.threads.add(thread)
         start_thread(thread)
 
-    def drive(self, session, waits=None):
+    def drive(self, session):
         """Run session to its end in the calling thread (smtp-sink's pool of
-        session threads calls this).  What the session raises comes out."""
+        session threads calls this).  What the session raises comes out.
+        A thread keeps its selector for the sessions it runs next."""
+        waits = getattr(self.local, "waits", None)
         if waits is None:
-            waits = _Waits(self)
-            with self.lock:
-                self.running[session] = waits
+            waits = self.local.waits = _Waits(self)
+        with self.lock:
+            self.running[session] = waits
         steps = session.steps
         try:
             try:
@@ -111,7 +114,6 @@ class ThreadDriver:
                 except StopIteration:
                     return
         finally:
-            waits.close()
             with self.lock:
                 self.running.pop(session, None)
                 self.ended.notify_all()
@@ -187,11 +189,13 @@ class ThreadDriver:
         self.wake_r = self.wake_w = self.placeholder = -1
 
     def _thread(self, session, waits):
+        self.local.waits = waits            # (wake() may come before drive())
         try:
-            self.drive(session, waits)
+            self.drive(session)
         except BaseException as error:     # a fatal error, or a bug: run() raises it
             self.fail(error)
         finally:
+            waits.close()
             with self.lock:
                 self.threads.discard(threading.current_thread())
 
@@ -200,7 +204,7 @@ _Selector = getattr(selectors, "PollSelector", selectors.SelectSelector)
 
 
 class _Waits:
-    """How one session's thread waits: its selector, its park."""
+    """How a session's thread waits: its selector, its park."""
 
     __slots__ = ("driver", "selector", "fd", "events", "parked", "value")
 
