@@ -1,9 +1,15 @@
 # smtp-sink / smtp-source in Python.  "make test" is what CI runs.
 PYTHON ?= python3
 
-.PHONY: test clean
+.PHONY: test test-serial clean
 
+# make test: the suite, JOBS modules at a time (tests/run.py; default 2);
+# make test-serial: one process, one test after another.
+JOBS ?= 2
 test:
+	$(PYTHON) -m tests.run -j $(JOBS)
+
+test-serial:
 	$(PYTHON) -m unittest discover -s tests -t . -v
 
 clean:

@@ -558,9 +558,11 @@ class Session(engine.Waiter):
     # ---- the conversation (I/O)
 
     def run(self):
-        """The session's life, as the event loop drives it: the
-        conversation, and how it ends."""
-        reason = "disconnect"
+        """The session's life, as its engine drives it: the conversation,
+        and how it ends.  What -v says of the end is said before the socket
+        is closed: once the client sees the end it may connect again, and
+        another thread may then say "connect" first."""
+        reason = None
         try:
             try:
                 reason = yield from self.converse()
@@ -573,9 +575,9 @@ class Session(engine.Waiter):
         except OSError:
             reason = "disconnect"       # reset by the client: silent, as Postfix
         finally:
+            if reason and self.msg.verbose:
+                self.msg.info(reason)
             self.close()
-        if reason and self.msg.verbose:
-            self.msg.info(reason)
 
     def converse(self):
         """Greeting, then commands and replies until the client leaves;

@@ -12,7 +12,8 @@ calls in that thread:
     PARKED              an Event of the session's own that wake() sets
 
 Threads get a small stack (STACK_SIZE): a session needs little, and a sink
-may hold a thousand idle ones.
+may hold a thousand idle ones.  They block the signals that the main
+thread handles (ASYNC_SIGNALS).
 
 stop() must also reach a thread blocked on its socket with no deadline.  A
 wakeable driver holds a pipe that every session's selector watches too;
@@ -24,6 +25,7 @@ them.
 
 import os
 import selectors
+import signal
 import threading
 import time
 
@@ -31,21 +33,32 @@ from smtpcore.engine import PARKED, READABLE, WRITABLE
 
 STACK_SIZE = 256 * 1024         # bytes; the C default is 8 MiB (of address space)
 
-_stack_lock = threading.Lock()
+# Signals a session thread leaves to the main thread.  A signal sent to the
+# process goes to any thread that does not block it, and Python runs its
+# handler in the main thread only when that thread wakes up: had a session
+# thread taken SIGTERM, a main thread waiting in its selector would sleep on.
+ASYNC_SIGNALS = {getattr(signal, name) for name in (
+    "SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGCHLD", "SIGALRM",
+    "SIGPIPE", "SIGWINCH") if hasattr(signal, name)}
+
+_start_lock = threading.Lock()
 
 
 def start_thread(thread):
-    """Start a (daemon) thread with a STACK_SIZE stack."""
-    with _stack_lock:
+    """Start a (daemon) thread with a STACK_SIZE stack, blocking
+    ASYNC_SIGNALS (it inherits the mask of the thread that starts it)."""
+    with _start_lock:
         try:
-            old = threading.stack_size(STACK_SIZE)
+            old_size = threading.stack_size(STACK_SIZE)
         except (ValueError, RuntimeError):      # not settable here: the default
-            thread.start()
-            return thread
+            old_size = None
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, ASYNC_SIGNALS)
         try:
             thread.start()
         finally:
-            threading.stack_size(old)
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+            if old_size is not None:
+                threading.stack_size(old_size)
     return thread
 
 

@@ -4,6 +4,7 @@ runs, and a sink's memory with a thousand idle sessions."""
 
 import os
 import resource
+import signal
 import socket
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import threading
 import time
 import unittest
 
-from smtpcore import engine
+from smtpcore import engine, threads
 from smtpcore.engine import PARKED, READABLE, WRITABLE
 from tests import load, support
 
@@ -208,6 +209,25 @@ class ThreadDriverTest(DriverCase, unittest.TestCase):
         self.assertTrue(all(len(each) == 1 for each in idents))
         self.assertEqual(len(set.union(*idents)), 3)
         self.assertNotIn(main, set.union(*idents))
+
+    def test_session_threads_leave_signals_to_the_main_thread(self):
+        """Python runs signal handlers in the main thread; a SIGTERM taken
+        by a session thread would not wake a main thread waiting in its
+        selector (a sink once slept on after SIGTERM)."""
+        blocked = []
+
+        def steps(me):
+            with open("/proc/self/task/%d/status" % threading.get_native_id()) as status:
+                mask = [int(line.split()[1], 16) for line in status
+                        if line.startswith("SigBlk:")][0]
+            blocked.extend(sig for sig in threads.ASYNC_SIGNALS if mask & (1 << (sig - 1)))
+            yield None
+        driver = self.driver()
+        driver.start(Probe(steps))
+        self.assertIsNone(self.run_bounded(driver))
+        self.assertEqual(sorted(blocked), sorted(threads.ASYNC_SIGNALS))
+        self.assertIn(signal.SIGTERM, blocked)
+        self.assertNotIn(signal.SIGTERM, signal.pthread_sigmask(signal.SIG_BLOCK, []))
 
     def test_drive_runs_in_the_callers_thread(self):
         def steps(me):
