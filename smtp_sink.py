@@ -1330,6 +1330,8 @@ def prepare_extensions(settings, msg):
 # -------------------------------------------------------------------- server
 
 ACCEPT_BATCH = 64           # connections taken per wake-up of the listener
+ACCEPT_PAUSE = 0.1          # seconds without accepting when descriptors ran out
+OUT_OF_DESCRIPTORS = "out of descriptors"
 COUNTER_NAMES = ("sessions", "quits", "messages", "total", "active",   # -c -M -n
                  "begun", "recipients", "bytes")                       # --stats
 
@@ -1411,6 +1413,26 @@ class SinkServer:
         return self.exit_status
 
     # ---- sessions begin and end
+
+    def accept(self):
+        """A connection waiting on the listener, made non-blocking:
+        (socket, peer); None when there is none now; OUT_OF_DESCRIPTORS,
+        with a warning, when no descriptor is left (the caller then waits
+        ACCEPT_PAUSE for sessions to end and free some)."""
+        while True:
+            try:
+                sock, peer = self.socket.accept()
+            except (BlockingIOError, InterruptedError):
+                return None
+            except ConnectionAbortedError:
+                continue                    # gone before it was taken
+            except OSError as err:
+                if err.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    raise
+                self.msg.warning("accept: %s" % endpoints.strerror(err))
+                return OUT_OF_DESCRIPTORS
+            sock.setblocking(False)
+            return sock, peer
 
     def session_begun(self):
         """A connection was accepted: count it; returns its number."""
@@ -1599,19 +1621,13 @@ class ThreadingSinkServer(PooledThreadingMixIn, socketserver.BaseServer, SinkSer
             with self.lock:
                 if len(self.connections) >= self.settings.max_sessions:
                     return
-            try:
-                sock, peer = self.socket.accept()
-            except (BlockingIOError, InterruptedError):
+            accepted = self.accept()
+            if accepted is None:
                 return
-            except ConnectionAbortedError:
-                continue
-            except OSError as err:
-                if err.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    raise
-                self.msg.warning("accept: %s" % endpoints.strerror(err))
-                time.sleep(0.1)             # let sessions end and free descriptors
+            if accepted is OUT_OF_DESCRIPTORS:
+                time.sleep(ACCEPT_PAUSE)
                 return
-            sock.setblocking(False)
+            sock, peer = accepted
             with self.lock:
                 self.connections.add(sock)
             self.process_request(sock, (peer, self.session_begun()))
@@ -1683,20 +1699,13 @@ class LoopSinkServer(SinkServer, engine.Waiter):
             for _ in range(ACCEPT_BATCH):
                 if len(self.active) >= max_sessions:
                     break
-                try:
-                    sock, peer = self.socket.accept()
-                except (BlockingIOError, InterruptedError):
+                accepted = self.accept()
+                if accepted is None:
                     break
-                except ConnectionAbortedError:
-                    continue
-                except OSError as err:
-                    if err.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS,
-                                         errno.ENOMEM):
-                        raise
-                    self.msg.warning("accept: %s" % endpoints.strerror(err))
-                    yield 0.1               # let sessions end and free descriptors
+                if accepted is OUT_OF_DESCRIPTORS:
+                    yield ACCEPT_PAUSE
                     break
-                sock.setblocking(False)
+                sock, peer = accepted
                 number = self.session_begun()
                 session = session_class(self, sock, peer)
                 session.number = number

@@ -500,14 +500,8 @@ class Run:
         self.interval_ns = int(1e9 / opts.rate) if opts.rate else 0
 
     def claim(self):
-        """Claim one message of the budget: its number in the run (0, 1,
-        ...), or None when none is left (the count goes on down, as in
-        Postfix: it shows in the Message-Id)."""
-        counts = self.counts
-        with counts.lock:
-            left = counts.remaining
-            counts.remaining = left - 1
-        return self.opts.messages - left if left > 0 else None
+        """Claim one message of the budget (see claim())."""
+        return claim(self.counts, self.opts.messages)
 
     def claim_if_left(self):
         """Claim one message if one is left (else take nothing: None)."""
@@ -611,6 +605,16 @@ class Run:
         self.sockets.clear()
 
 
+def claim(counts, total):
+    """Claim one message of the budget of total messages: its number in
+    the run (0, 1, ...), or None when none is left (the count goes on down,
+    as in Postfix: it shows in the Message-Id)."""
+    with counts.lock:
+        left = counts.remaining
+        counts.remaining = left - 1
+    return total - left if left > 0 else None
+
+
 def recipient_addresses(recipient, count):
     """-r without -N: count, count-1, ... 2 in front, the last one bare."""
     return [b"%d" % left + recipient for left in range(count, 1, -1)] + [recipient]
@@ -633,11 +637,11 @@ def extensions_of(reply):
 class Session(Waiter):
     """One session: a connection at a time, carrying messages from the
     shared budget until none are left.  Each step sends one thing, yields
-    to the loop until the reply is there, and checks it.
+    to its engine until the reply is there, and checks it.
 
     A transaction returns the number of recipients that got the message.
-    With --report, the report wraps the session's send() and reply() once,
-    at its start (see Report.instrument): the time from a write to each
+    With --report, the session wraps its send() and reply() once, at its
+    start (see instrument): the time from a write to each
     reply is the latency of the reply's stage's phase.  Without --report
     nothing is timed or counted."""
 
@@ -1154,7 +1158,7 @@ class ExtendedSession(Session):
 
     def reply_wait(self):
         """With TLS, decrypted bytes may wait inside the SSL object, where
-        the poller cannot see them."""
+        no selector can see them."""
         if self.reader.buffer or (self.tls_up and self.sock.pending()):
             return None
         return READABLE
@@ -1629,7 +1633,7 @@ def main(argv=None):
         run = Run(opts, msg, Content(opts, os.getpid()))
         run.tls_context, run.tls_hostname = tls
         run.run_id = run_id
-        run_sessions(run, opts.sessions, time.monotonic_ns())
+        run_sessions(run, [run.claim() for _ in range(opts.sessions)], time.monotonic_ns())
 
         # 6. End the -c count.
         if opts.count:
@@ -1648,15 +1652,15 @@ def main(argv=None):
                 finish_report(run.report, run.start_ns, status, msg)
 
 
-def run_sessions(run, sessions, start_ns):
+def run_sessions(run, claims, start_ns):
     """5. Run the sessions until the messages are sent.  As in Postfix,
-    every session claims its first message before any starts; one that
-    finds none left never connects (and the count of messages still to
-    send goes below zero: it shows in the Message-Id)."""
+    every session has claimed its first message before any starts (claims:
+    a number each, or None); one that found none left never connects (and
+    the count of messages still to send went below zero: it shows in the
+    Message-Id)."""
     if run.report is not None:
         run.report.run_id = run.run_id
     session_class = ExtendedSession if run.opts.extended() else Session
-    claims = [run.claim() for _ in range(sessions)]
     run.start_ns = start_ns
     started = [session_class(run, seq) for seq in claims if seq is not None]
     for session in started:             # they connect in this order
@@ -1702,6 +1706,9 @@ def run_group(opts, msg, tls, run_id):
     except (OSError, ImportError) as err:   # no /dev/shm, no writable TMPDIR
         msg.fatal("--procs: %s" % err)
     counts.remaining, counts.next_number = opts.messages, 1
+    # Every session of every worker claims its first message before any
+    # starts, as the sessions of one process do.
+    claims = [claim(counts, opts.messages) for _ in range(opts.sessions)]
     start_ns = time.monotonic_ns()
 
     def stop(signo, frame):
@@ -1716,8 +1723,7 @@ def run_group(opts, msg, tls, run_id):
             run.report.held_signals = {signal.SIGTERM}      # flush() is not cut short
         status = 1
         try:
-            sessions = opts.sessions // workers + (index < opts.sessions % workers)
-            run_sessions(run, sessions, start_ns)
+            run_sessions(run, claims[index::workers], start_ns)
             status = 0
         except (messages.Fatal, Stopped):
             pass

@@ -90,6 +90,7 @@ class Connection:
         self.count = {}
         self.recipients = 0
         self.tls = None             # the TLS version once the handshake is done
+        self.ended_at = None        # time.monotonic() when it ended
         self.done = threading.Event()
 
     def log(self, kind, data):
@@ -293,6 +294,7 @@ class FakeServer:
         except OSError as err:
             conn.end = "error: %s" % err
         finally:
+            conn.ended_at = time.monotonic()
             try:
                 conn.sock.close()
             except OSError:

@@ -149,7 +149,8 @@ class SilenceTest(MisbehavingCase):
 
     def start_short(self, args, server):
         """Our tool, with 1 s read/write limits, as a subprocess."""
-        argv = [sys.executable, "-c", SHORT_TIMEOUT] + list(args) + [server.target]
+        argv = ([sys.executable, "-c", SHORT_TIMEOUT] + support.engine_args() + list(args)
+                + [server.target])
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 stdin=subprocess.DEVNULL)
         self.addCleanup(self.reap, proc)
@@ -163,21 +164,25 @@ class SilenceTest(MisbehavingCase):
 
     def test_reply_begun_then_silence_times_out(self):
         # Once a reply has begun, a read may take at most the time limit:
-        # "fatal: timeout while <stage>" (Postfix's words), exit 1.
-        started = {}
-        procs = {}
+        # "fatal: timeout while <stage>" (Postfix's words), exit 1.  Timed
+        # by the server, from the partial reply to the end of the
+        # connection (not from the start of a process, which a busy machine
+        # may take seconds over).
+        servers, procs = {}, {}
         for stage in STAGES:
             for partial in (b"-partial\r\n", b" no end of line", b""):
                 reply = GOOD[stage] + partial if partial else GOOD[stage][:2]
-                server = FakeServer({stage: reply}).start(self)
+                server = servers[stage, partial] = FakeServer({stage: reply}).start(self)
                 procs[stage, partial] = self.start_short(M, server)
-                started[stage, partial] = time.monotonic()
         for (stage, partial), proc in sorted(procs.items()):
             with self.subTest(stage=stage, partial=partial):
                 out, err = proc.communicate(timeout=support.TIMEOUT)
-                elapsed = time.monotonic() - started[stage, partial]
                 self.assertEqual((proc.returncode, err),
                                  (1, FATAL + b"timeout while " + WHILE[stage] + b"\n"))
+                [conn] = servers[stage, partial].wait(1)
+                partial_sent = [t for (kind, _), t in zip(conn.events, conn.times)
+                                if kind == "S"][-1]
+                elapsed = conn.ended_at - partial_sent
                 self.assertGreaterEqual(elapsed, 0.9)
                 self.assertLess(elapsed, 1 + SLACK)
 
@@ -198,7 +203,10 @@ class SilenceTest(MisbehavingCase):
                                             stdin=subprocess.DEVNULL)
                     self.addCleanup(self.reap, proc)
                 servers[stage, tool], procs[stage, tool] = server, proc
-        threading.Event().wait(2.0)
+        for (stage, _), server in servers.items():      # each is waiting for its reply
+            support.wait_until(lambda: any(c.count.get(stage) for c in server.connections),
+                               what="a client at %s" % stage)
+        threading.Event().wait(2.0)     # twice the read limit: nobody gives up
         for key, proc in procs.items():
             self.assertIsNone(proc.poll(), "%s gave up on a silent server" % (key,))
         for server in servers.values():
