@@ -35,8 +35,10 @@ Both drivers have the same small interface:
     run()               until every started session has ended, or stop();
                         an exception a session raised comes out here
     stop()              end run() soon, from any thread or a signal
-                        handler; every session is cut off at its next wait
-                        (GeneratorExit there: its clean-up runs)
+                        handler.  A thread's session is cut off at its next
+                        wait (GeneratorExit there: its clean-up runs); the
+                        loop leaves its sessions where they wait, for their
+                        owner to close (steps.close())
     close()             release the driver (and wait for its threads)
     stopped             True once stop() was called
 

@@ -120,7 +120,7 @@ class ThreadDriver:
                     self.halt.wait(wanted)
                     value = None
                 if self.stopped:
-                    steps.close()           # cut off at its wait, as the loop does
+                    steps.close()           # cut off at its wait: its clean-up runs
                     return
                 try:
                     wanted = steps.send(value)
