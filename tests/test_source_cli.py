@@ -295,7 +295,8 @@ class ExtensionOptionTests(CliCase):
                 self.assertEqual((result.rc, result.stderr), (0, b""))
                 lines = result.stdout.decode().splitlines()
                 self.assertEqual(lines[0], USAGE.decode()[len("smtp-source: fatal: "):-1])
-                for option in ("--help", "--report=text|json", "--rate=N[/s|/m]",
+                for option in ("--help", "--report=text|json|html[:FILE]", "--rate=N[/s|/m]",
+                               "--stats=SECONDS[,FILE]", "--start-at=TIME", "--merge-reports",
                                "--integrity", "--ehlo", "--pipelining", "--starttls",
                                "--tls", "--tls-verify", "--tls-ca=FILE", "--bdat=SIZE",
                                "--size"):
