@@ -1445,7 +1445,7 @@ class Options:
         self.start_text = None      # ... as given
         self.merge_reports = False  # --merge-reports
         self.report_files = []      # ... the reports to read (the operands)
-        self.given = []             # the long options given, in order
+        self.given = []             # the options given, in order ("-s", "--rate")
         self.command = None         # the command line, for the report
         self.rate = None            # --rate: messages per second
         self.integrity = False      # --integrity
@@ -1529,6 +1529,7 @@ def positive(text, complaint, msg):
 
 def apply_option(opts, letter, value, msg):
     """One option (value is None for a flag) into opts."""
+    opts.given.append(letter.partition("=")[0] if letter.startswith("--") else "-" + letter)
     if letter.startswith("--"):
         apply_long_option(opts, letter[2:], value, msg)
     elif letter in "46":
@@ -1589,7 +1590,6 @@ def apply_long_option(opts, name, value, msg):
     def bad():
         msg.fatal("bad --%s value: %s" % (name, printable(arg_bytes(value)).decode()))
 
-    opts.given.append("--" + name)
     if name == "help":
         write_stdout(help_text(msg.prog).encode("utf-8", "surrogateescape"))
         raise HelpShown()
@@ -1652,7 +1652,7 @@ def check_extensions(opts, msg):
     if opts.merge_reports:
         others = [name for name in opts.given if name not in MERGE_OPTIONS]
         if others:
-            msg.fatal("--merge-reports reads reports, it does not send: no %s" % others[0])
+            msg.fatal("--merge-reports sends nothing: %s does not go with it" % others[0])
     if opts.tls and opts.starttls:
         msg.fatal("use --tls or --starttls, not both")
     if opts.starttls and not opts.send_helo:

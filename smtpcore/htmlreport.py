@@ -14,7 +14,7 @@ and shows, top to bottom:
 The charts over the run are drawn from the report's timeline, put on a
 coarser grid (timeline.rebin) when it has more than MAX_POINTS records,
 so the page stays small whatever the length of the run (an hour at one
-record a second: about 150 KB).  Histograms are drawn at the resolution
+record a second: about 85 KB).  Histograms are drawn at the resolution
 of a sketch (8 bars per power of two).
 """
 
@@ -210,7 +210,9 @@ def errors_table(data):
 
 
 def settings_table(data):
-    rows = [[esc(key), esc("-" if value is None else value)]
+    shown = {None: "-", True: "yes", False: "no"}
+    rows = [[esc(key), esc(shown.get(value, value) if isinstance(value, (bool, type(None)))
+                            else value)]
             for key, value in data["settings"].items()]
     rows.append(["target rate", esc("-" if data["rate"] is None else "%g / s" % data["rate"])])
     if data["integrity"] is not None:

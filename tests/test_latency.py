@@ -126,5 +126,45 @@ class HistogramTests(unittest.TestCase):
         self.assertEqual(sum(int(line.split()[-1]) for line in chart), 39)
 
 
+class SketchTests(unittest.TestCase):
+    """Sketches: the coarse histograms that the report's timeline keeps per
+    interval, so that intervals of several reports can be added up."""
+
+    def test_every_bucket_lies_in_one_sketch_bucket(self):
+        for index in range(latency.BUCKETS - 1):
+            low, high = latency.bucket_range(index)
+            self.assertEqual(latency.sketch_bucket(low), latency.sketch_bucket(high), index)
+
+    def test_sketches_add_up_to_the_sketch_of_all_values(self):
+        rng = random.Random(5)
+        parts = [[rng.randint(10 ** 4, 10 ** 6) for _ in range(2000)],
+                 [int(rng.lognormvariate(14, 1)) for _ in range(500)], [7, 7, 300]]
+        whole = Histogram()
+        sketches = []
+        for part in parts:
+            hist = Histogram()
+            for value in part:
+                hist.record(value)
+                whole.record(value)
+            sketches.append(hist.sketch())
+        self.assertEqual(latency.add_sketches(sketches), whole.sketch())
+        self.assertEqual(sum(whole.sketch()[1:]), 2503)
+        self.assertEqual(latency.add_sketches([[], []]), [])
+
+    def test_percentiles_within_the_sketch_bound(self):
+        rng = random.Random(9)
+        values = [int(rng.lognormvariate(13, 1.2)) for _ in range(20000)]
+        hist = Histogram()
+        for value in values:
+            hist.record(value)
+        sketch = hist.sketch()
+        got = latency.sketch_percentiles(sketch, (0.5, 0.9, 0.99), max(values))
+        for fraction, value in zip((0.5, 0.9, 0.99), got):
+            true = exact(values, fraction)
+            self.assertLessEqual(abs(value - true), true / 16 + 1, fraction)   # 6.25 %
+        self.assertEqual(latency.sketch_percentiles([], (0.5,)), [None])
+        self.assertEqual(latency.sketch_percentiles(sketch, (1.0,), 5), [5])   # kept <= max
+
+
 if __name__ == "__main__":
     unittest.main()
