@@ -31,6 +31,7 @@ intervals of several reports can be put together.
 
 import array
 import bisect
+import collections
 
 SUB_BITS = 7
 SUB_BUCKETS = 1 << SUB_BITS             # 128 buckets per power of two
@@ -170,11 +171,14 @@ class Histogram:
             counts[index] += end - k
             k = end
 
+    def used(self):
+        """[(bucket, count)] of the buckets used, in order."""
+        return [(index, number) for index, number in enumerate(self.counts) if number]
+
     def state(self):
         """([(bucket, count)] of the buckets used, min, max): all there is
         to it, small, for merge()."""
-        used = [(index, number) for index, number in enumerate(self.counts) if number]
-        return used, self._min, self._max
+        return self.used(), self._min, self._max
 
     @classmethod
     def from_state(cls, state):
@@ -185,10 +189,9 @@ class Histogram:
     def sketch(self):
         """This histogram in the coarse buckets of a sketch (see above)."""
         counts = {}
-        for index, number in enumerate(self.counts):
-            if number:
-                bucket = sketch_bucket(bucket_range(index)[0])
-                counts[bucket] = counts.get(bucket, 0) + number
+        for index, number in self.used():
+            bucket = sketch_bucket(bucket_range(index)[0])
+            counts[bucket] = counts.get(bucket, 0) + number
         return _dense(counts)
 
     def merge(self, state):
@@ -229,9 +232,7 @@ class Histogram:
                  for fraction in fractions]
         found = []
         seen = 0
-        for index, number in enumerate(self.counts):
-            if not number:
-                continue
+        for index, number in self.used():
             seen += number
             while len(found) < len(ranks) and seen >= ranks[len(found)]:
                 if index == BUCKETS - 1:        # the overflow bucket: no middle
@@ -249,13 +250,32 @@ class Histogram:
         if self._max < 0:
             return []
         rows = {}
-        for index, count in enumerate(self.counts):
-            if count:
-                low, _ = bucket_range(index)
-                rows[low.bit_length()] = rows.get(low.bit_length(), 0) + count
+        for index, count in self.used():
+            low, _ = bucket_range(index)
+            rows[low.bit_length()] = rows.get(low.bit_length(), 0) + count
         first, last = min(rows), max(rows)
         return [((1 << (bits - 1)) if bits else 0, (1 << bits) - 1 if bits else 0,
                  rows.get(bits, 0)) for bits in range(first, last + 1)]
+
+
+class SparseHistogram(Histogram):
+    """A Histogram that keeps only the buckets it uses (a Counter): for
+    the few thousand values of one phase in one interval of a run, where
+    a full array would be mostly zeros to walk through."""
+
+    __slots__ = ()
+
+    def __init__(self):     # (not Histogram's: no array)
+        self.counts = collections.Counter()
+        self._min = MAX_VALUE * 1024
+        self._max = -1
+
+    def used(self):
+        return sorted(item for item in self.counts.items() if item[1])
+
+    @property
+    def count(self):
+        return sum(self.counts.values())
 
 
 def bar_chart(rows, width=40, unit=1e6, label="ms"):

@@ -33,7 +33,7 @@ import socket
 import threading
 import time
 
-from smtpcore.latency import SUB_BUCKETS, Histogram, bar_chart
+from smtpcore.latency import SUB_BUCKETS, Histogram, SparseHistogram, bar_chart
 from smtpcore.timeline import COUNTS, Interval, Timeline
 
 # The phases of a session (see REPORT in smtp_source.py).
@@ -62,8 +62,7 @@ class Report:
     def __init__(self, opts, interval=None):
         self.opts = opts
         self.lock = threading.Lock()
-        self.histograms = [Histogram() for _ in PHASES]
-        self.phases = dict(zip(PHASES, self.histograms))
+        self.histograms = [Histogram() for _ in PHASES]    # (see settled())
         self.codes = collections.Counter()  # replies by code (0: none)
         self.errors = dict.fromkeys(ERROR_KINDS, 0)
         self.base = [0, 0, 0, 0]            # COUNTS merged from elsewhere
@@ -88,7 +87,8 @@ class Report:
         self.sources = None                 # merged reports: theirs
         self.start_ns = 0
         self.started = self.ended = None    # wall clock (ended: merged reports)
-        # The timeline: the histograms of the interval running now.
+        # The timeline: the histograms of the interval running now (the
+        # samples go there first, and into self.histograms at its end).
         self.timeline = Timeline(interval) if interval else None
         self.interval_ns = int(interval * 1e9) if interval else 0
         self.current = [None] * len(PHASES) if interval else None
@@ -122,18 +122,16 @@ class Report:
             signal.pthread_sigmask(signal.SIG_BLOCK, held)
         try:
             with self.lock:
-                current = self.current
+                histograms = self.current or self.histograms
                 for index, samples in enumerate(tally.samples):
                     if samples:
                         taken = len(samples)
                         batch = samples[:taken]
                         del samples[:taken]
                         batch.sort()
-                        self.histograms[index].add_sorted(batch)
-                        if current is not None:
-                            if current[index] is None:
-                                current[index] = Histogram()
-                            current[index].add_sorted(batch)
+                        if histograms[index] is None:
+                            histograms[index] = SparseHistogram()
+                        histograms[index].add_sorted(batch)
                 codes = tally.codes
                 taken = len(codes)
                 self.codes.update(codes[:taken])
@@ -148,6 +146,21 @@ class Report:
             tallies = list(self.tallies)
         for tally in tallies:
             self.absorb(tally)
+
+    def settled(self):
+        """The histograms of the whole run so far (PHASES order): those
+        of the intervals closed, with the one running now."""
+        self.flush()
+        with self.lock:
+            if not any(self.current or ()):
+                return list(self.histograms)
+            whole = []
+            for closed, running in zip(self.histograms, self.current):
+                if running is not None:
+                    closed = Histogram.from_state(closed.state())
+                    closed.merge(running.state())
+                whole.append(closed)
+            return whole
 
     def totals(self):
         """[sessions, messages, recipients, bytes] so far (the sessions
@@ -172,6 +185,9 @@ class Report:
         totals = self.totals()
         with self.lock:
             current, self.current = self.current, [None] * len(PHASES)
+            for closed, running in zip(self.histograms, current):
+                if running is not None:
+                    closed.merge(running.state())
             errors = dict(self.errors)
             replies = {"%03d" % code: count for code, count in sorted(self.codes.items())}
         before, errors_before = self.marks
@@ -199,9 +215,9 @@ class Report:
     def state(self):
         """What merge() needs, plain data (pickled by a --procs worker;
         reportfile.state() makes the same of a JSON report)."""
-        self.flush()
+        histograms = self.settled()
         totals = self.totals()
-        return {"histograms": [h.state() for h in self.histograms],
+        return {"histograms": [h.state() for h in histograms],
                 "codes": dict(self.codes), "errors": dict(self.errors), "totals": totals,
                 "timeline": None if self.timeline is None else
                 (self.timeline.interval, self.timeline.records)}
@@ -226,7 +242,7 @@ class Report:
 
     def as_dict(self):
         """The JSON report (see REPORT in the manual); keys always the same."""
-        self.flush()
+        histograms = dict(zip(PHASES, self.settled()))
         sessions, messages, recipients, size = self.totals()
         elapsed = self.elapsed
 
@@ -238,7 +254,7 @@ class Report:
 
         latency, states = {}, {}
         for phase in PHASES:
-            hist = self.phases[phase]
+            hist = histograms[phase]
             p50, p90, p99 = hist.percentiles((0.50, 0.90, 0.99))
             latency[phase] = {"count": hist.count, "min": ms(hist.min), "p50": ms(p50),
                               "p90": ms(p90), "p99": ms(p99), "max": ms(hist.max)}
@@ -262,7 +278,7 @@ class Report:
             ("elapsed", round(elapsed, 6)),
             ("sessions", sessions),
             ("messages", messages),
-            ("messages_sent", self.phases["message"].count),
+            ("messages_sent", histograms["message"].count),
             ("recipients", recipients),
             ("bytes", size),
             ("messages_per_second", per_second(messages)),
@@ -317,9 +333,10 @@ class Report:
                 lines.append("  %-12s %8d %10.3f %10.3f %10.3f %10.3f %10.3f" % (
                     PHASE_NAMES.get(phase, phase), row["count"], row["min"], row["p50"],
                     row["p90"], row["p99"], row["max"]))
+        histograms = dict(zip(PHASES, self.settled()))
         for phase, title in (("message", "message latency (MAIL to end-of-data reply)"),
                              ("response", "response time (from when each message was due)")):
-            chart = bar_chart(self.phases[phase].octaves())
+            chart = bar_chart(histograms[phase].octaves())
             if chart:
                 lines += ["", "  %s:" % title] + ["  " + line for line in chart]
         lines.append("")

@@ -30,7 +30,7 @@ import threading
 import time
 
 from smtpcore import engine
-from smtpcore.latency import Histogram, add_sketches, sketch_percentiles
+from smtpcore.latency import SparseHistogram, add_sketches, sketch_percentiles
 
 TIMELINE_INTERVAL = 1.0         # seconds between records, without --stats
 MAX_RECORDS = 1000              # then neighbours are combined (an hour at 1 s: 4 s)
@@ -111,7 +111,7 @@ class Interval:
     @classmethod
     def from_wire(cls, data):
         return cls(data["slot"], data["start"], data["seconds"], data["counts"],
-                   data["errors"], {phase: Histogram.from_state(state) for phase, state
+                   data["errors"], {phase: SparseHistogram.from_state(state) for phase, state
                                     in data["histograms"].items()}, data["totals"])
 
     @classmethod
@@ -129,7 +129,7 @@ class Interval:
                 errors[kind] = errors.get(kind, 0) + count
             for phase, hist in interval.histograms.items():
                 if phase not in histograms:
-                    histograms[phase] = Histogram()
+                    histograms[phase] = SparseHistogram()
                 histograms[phase].merge(hist.state())
         start = min(interval.start for interval in intervals)
         end = max(interval.start + interval.seconds for interval in intervals)

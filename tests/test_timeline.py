@@ -102,7 +102,7 @@ class TickTests(unittest.TestCase):
         self.assertEqual(sum(interval.counts["messages"] for interval in intervals), total)
         self.assertEqual(sum(interval.histograms["message"].count for interval in intervals
                              if "message" in interval.histograms), total)
-        self.assertEqual(report.phases["message"].count, total)
+        self.assertEqual(report.settled()[MESSAGE].count, total)
         self.assertEqual(report.totals()[1], total)
 
 
