@@ -60,6 +60,9 @@ th:first-child,td:first-child{text-align:left}
 code{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12.5px;
  white-space:pre-wrap;word-break:break-all}
 .note{color:#5a6270;font-size:12.5px}
+table.wide{width:100%}
+table.wide td,table.wide th{text-align:left}
+.nowrap{white-space:nowrap}
 """
 
 
@@ -114,6 +117,7 @@ def page(data):
         latency_table(data), replies_table(data), errors_table(data)))
     parts.append("<h2>Settings</h2>")
     parts.append('<div class="tables">%s</div>' % settings_table(data))
+    parts.append("<h2>%s</h2>" % ("Runs merged" if merged else "Run"))
     parts.append(sources_table(data))
     parts.append("</main></body></html>\n")
     return "\n".join(parts)
@@ -178,10 +182,8 @@ def cards(data):
         for name, value in items)
 
 
-def table(head, rows, caption=None):
-    out = ["<table>"]
-    if caption:
-        out.append('<caption class="note">%s</caption>' % esc(caption))
+def table(head, rows, wide=False):
+    out = ['<table class="wide">' if wide else "<table>"]
     out.append("<tr>%s</tr>" % "".join("<th>%s</th>" % esc(cell) for cell in head))
     for row in rows:
         out.append("<tr>%s</tr>" % "".join("<td>%s</td>" % cell for cell in row))
@@ -224,10 +226,12 @@ def sources_table(data):
     rows = []
     for source in data["sources"]:
         command = " ".join(source.get("command") or []) or "-"
-        rows.append([esc(source["host"]), "<code>%s</code>" % esc(source["id"]),
-                     esc(clock(source.get("started"))), esc(number(source.get("messages"))),
-                     esc(source.get("status")), "<code>%s</code>" % esc(command)])
-    return table(["host", "run id", "started", "messages", "status", "command line"], rows)
+        rows.append([esc(source["host"]), '<code class="nowrap">%s</code>' % esc(source["id"]),
+                     '<span class="nowrap">%s</span>' % esc(clock(source.get("started"))),
+                     esc(number(source.get("messages"))), esc(source.get("status")),
+                     "<code>%s</code>" % esc(command)])
+    return table(["host", "run id", "started", "messages", "status", "command line"], rows,
+                 wide=True)
 
 
 # ------------------------------------------------------------ the charts

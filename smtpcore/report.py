@@ -18,10 +18,11 @@ values together, and writes itself as text, as JSON (schema 1, see the
 REPORT section of smtp_source.py) or as a page (smtpcore/htmlreport.py).
 
 With a timeline (--stats, or any --report) it also closes an interval
-every so often (tick(), called by a timeline.Ticker): the samples of that
-interval go to histograms of their own too, and the interval's figures
-become a --stats line and a record of the report's timeline
-(smtpcore/timeline.py).
+every so often (tick(), called by a timeline.Ticker, which takes every
+tally's samples then): the samples go first to small histograms of the
+interval running (latency.SparseHistogram), which become a --stats line
+and a record of the report's timeline (smtpcore/timeline.py), and are
+added to the run's histograms when the interval ends.
 """
 
 import collections
