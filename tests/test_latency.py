@@ -8,6 +8,13 @@ from smtpcore import latency
 from smtpcore.latency import Histogram
 
 
+def histogram_of(values):
+    hist = Histogram()
+    for value in values:
+        hist.record(value)
+    return hist
+
+
 def exact(values, fraction):
     ordered = sorted(values)
     return ordered[max(1, math.ceil(fraction * len(ordered))) - 1]
@@ -67,14 +74,11 @@ class HistogramTests(unittest.TestCase):
         parts = [[rng.randint(10 ** 4, 10 ** 5) for _ in range(3000)],
                  [rng.randint(10 ** 6, 10 ** 7) for _ in range(1000)],
                  []]
-        merged, whole = Histogram(), Histogram()
+        merged = Histogram()
         for part in parts:
-            hist = Histogram()
-            for value in part:
-                hist.record(value)
-                whole.record(value)
-            merged.merge(hist.state())
+            merged.merge(histogram_of(part).state())
         values = parts[0] + parts[1]
+        whole = histogram_of(values)
         self.assertEqual(list(merged.counts), list(whole.counts))
         self.assertEqual((merged.count, merged.min, merged.max),
                          (len(values), min(values), max(values)))
@@ -139,25 +143,16 @@ class SketchTests(unittest.TestCase):
         rng = random.Random(5)
         parts = [[rng.randint(10 ** 4, 10 ** 6) for _ in range(2000)],
                  [int(rng.lognormvariate(14, 1)) for _ in range(500)], [7, 7, 300]]
-        whole = Histogram()
-        sketches = []
-        for part in parts:
-            hist = Histogram()
-            for value in part:
-                hist.record(value)
-                whole.record(value)
-            sketches.append(hist.sketch())
-        self.assertEqual(latency.add_sketches(sketches), whole.sketch())
+        whole = histogram_of(sum(parts, []))
+        self.assertEqual(latency.add_sketches(histogram_of(part).sketch() for part in parts),
+                         whole.sketch())
         self.assertEqual(sum(whole.sketch()[1:]), 2503)
         self.assertEqual(latency.add_sketches([[], []]), [])
 
     def test_percentiles_within_the_sketch_bound(self):
         rng = random.Random(9)
         values = [int(rng.lognormvariate(13, 1.2)) for _ in range(20000)]
-        hist = Histogram()
-        for value in values:
-            hist.record(value)
-        sketch = hist.sketch()
+        sketch = histogram_of(values).sketch()
         got = latency.sketch_percentiles(sketch, (0.5, 0.9, 0.99), max(values))
         for fraction, value in zip((0.5, 0.9, 0.99), got):
             true = exact(values, fraction)

@@ -9,9 +9,9 @@ import sys
 import threading
 import unittest
 
-from smtpcore import latency, timeline
+from smtpcore import timeline
 from smtpcore.report import PHASES, Report
-from tests.test_latency import exact
+from tests.test_latency import exact, histogram_of
 from tests.test_reportfile import options
 
 SECOND = 10 ** 9
@@ -61,10 +61,8 @@ class TickTests(unittest.TestCase):
         records = report.timeline.records
         self.assertEqual([(r["start"], r["seconds"], r["messages"], r["errors"])
                           for r in records], [(0.0, 1.0, 3, 1), (1.0, 0.5, 1, 0)])
-        hist = latency.Histogram()
-        for value in (1000, 2000, 3000):
-            hist.record(value)
-        self.assertEqual(records[0]["latency_ms"]["message"]["sketch"], hist.sketch())
+        self.assertEqual(records[0]["latency_ms"]["message"]["sketch"],
+                         histogram_of([1000, 2000, 3000]).sketch())
 
     def test_ticks_while_sessions_add(self):
         # Threads engine: a ticker takes every tally's samples while the
@@ -109,12 +107,10 @@ class TickTests(unittest.TestCase):
 class RebinTests(unittest.TestCase):
 
     def record(self, start, values, seconds=1.0, messages=None):
-        hist = latency.Histogram()
-        for value in values:
-            hist.record(value)
         interval = timeline.Interval(1, start, seconds, {
             "sessions": 0, "messages": len(values) if messages is None else messages,
-            "recipients": 0, "bytes": 0}, {"lost": 1}, {"message": hist} if values else {}, {})
+            "recipients": 0, "bytes": 0}, {"lost": 1},
+            {"message": histogram_of(values)} if values else {}, {})
         return interval.summary()
 
     def test_two_reports_on_one_grid(self):
