@@ -417,7 +417,8 @@ RATE_VALUE = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:/([sm]))?\Z")
 REPORT_FORMATS = ("text", "json", "html")
 EPOCH_TIME = re.compile(r"[0-9]+(\.[0-9]*)?\Z")
 CLOCK_TIME = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9]):([0-5][0-9])\Z")
-MAX_START_WAIT = 24 * 3600      # --start-at: further ahead is a mistake (milliseconds?)
+MAX_START_WAIT = 24 * 3600      # --start-at: further ahead is taken for a mistake
+                                # (such as milliseconds given for seconds)
 MERGE_OPTIONS = ("--merge-reports", "--report")     # all that --merge-reports takes
 
 DEFAULT_SERVICE = "smtp"        # port 25
@@ -599,7 +600,7 @@ class Run:
         self.mail = b"MAIL FROM:<" + opts.sender + b">"
         self.rcpts = [b"RCPT TO:<" + address + b">" for address in
                       recipient_addresses(opts.recipient, opts.recipients)]
-        self.report = None                  # --report, --stats (see reporting())
+        self.report = None                  # --report, --stats: the figures
         if opts.report or opts.stats_interval is not None:
             self.report = Report(opts, interval=opts.stats_interval
                                  or timeline.TIMELINE_INTERVAL)
@@ -1694,7 +1695,7 @@ def start_moment(opts, msg):
     return start_ns + math.ceil(ahead * 1e9)
 
 
-def wait_until(start_ns):
+def wait_for_start(start_ns):
     """Sleep until start_ns (time.monotonic_ns), without a busy wait."""
     while True:
         left = start_ns - time.monotonic_ns()
@@ -1863,7 +1864,7 @@ def run_sessions(run, sessions, start_ns, emit):
     send goes below zero: it shows in the Message-Id).  With a report, a
     ticker closes its intervals (emit: where they go, as --stats lines)
     until the last session ends."""
-    wait_until(start_ns)
+    wait_for_start(start_ns)
     report = run.report
     if report is not None:
         report.run_id = run.run_id

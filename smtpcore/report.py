@@ -35,7 +35,7 @@ import threading
 import time
 
 from smtpcore.latency import SUB_BUCKETS, Histogram, SparseHistogram, bar_chart
-from smtpcore.timeline import COUNTS, Interval, Timeline
+from smtpcore.timeline import COUNTS, Interval, Timeline, ms
 
 # The phases of a session (see REPORT in smtp_source.py).
 PHASES = ("connect", "tls", "greeting", "helo", "starttls", "mail", "rcpt", "data",
@@ -123,7 +123,7 @@ class Report:
             signal.pthread_sigmask(signal.SIG_BLOCK, held)
         try:
             with self.lock:
-                histograms = self.current or self.histograms
+                histograms = self.histograms if self.current is None else self.current
                 for index, samples in enumerate(tally.samples):
                     if samples:
                         taken = len(samples)
@@ -249,9 +249,6 @@ class Report:
 
         def per_second(value):
             return round(value / elapsed, 3) if elapsed > 0 else None
-
-        def ms(value):
-            return None if value is None else round(value / 1e6, 3)
 
         latency, states = {}, {}
         for phase in PHASES:

@@ -116,8 +116,8 @@ def state(data):
             for row in record["latency_ms"].values():
                 count(row["count"])
                 number(row["max"], "max")
-                if not all(isinstance(item, int) for item in row["sketch"]):
-                    raise ValueError("bad sketch")
+                for item in row["sketch"]:
+                    count(item, "sketch")
         timeline = (interval, records)
     for key in ("started", "ended"):
         number(data[key], key)
@@ -132,7 +132,9 @@ def state(data):
         if not isinstance(source["id"], str) or not isinstance(source["host"], str):
             raise ValueError("bad source")
     if data["integrity"] is not None:
-        str(data["integrity"]["run"]).encode("ascii")
+        if not isinstance(data["integrity"]["run"], str):
+            raise ValueError("bad integrity run")
+        data["integrity"]["run"].encode("ascii")
         count(data["integrity"]["count"])
     errors = {}
     for kind, amount in data["errors"].items():

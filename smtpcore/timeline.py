@@ -40,14 +40,15 @@ monotonic_ns = time.monotonic_ns
 
 
 def ms(value):
+    """Nanoseconds (or None) as milliseconds in a report."""
     return None if value is None else round(value / 1e6, 3)
 
 
 class Interval:
     """One interval of a run (or of every --procs worker at once).
 
-    slot: the interval's number on the run's grid (1: the first interval
-    seconds); start, seconds: its place from the start of the run;
+    slot: the interval's number on the run's grid (1: the first; None:
+    the line after the last); start, seconds: its place in the run;
     counts: {sessions, messages, recipients, bytes} in it; errors: {kind:
     count} in it; histograms: {phase: Histogram} of its latencies;
     totals: the run's figures so far (COUNTS, "errors", "replies",

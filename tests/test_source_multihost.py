@@ -264,7 +264,13 @@ class MergeCommandTest(unittest.TestCase):
         other = self.write(directory, "other.json", make_report(
             {"mail": [1000]}, opts=options(disconnect=False)))
         missing = os.path.join(directory, "missing.json")
+        newer = os.path.join(directory, "newer.json")
+        with open(newer, "w") as handle:
+            handle.write(report.json().replace('"schema": 1', '"schema": 2', 1))
         for args, stderr in (
+                ([newer], "%s: report schema 2; this smtp-source reads schema 1" % newer),
+                ([one, "/dev/null"], "/dev/null: not a JSON report: Expecting value: line 1 "
+                                     "column 1 (char 0)"),
                 ([one, missing], "open %s: No such file or directory" % missing),
                 ([one, other], "%s: not the same settings as %s: reuse true (%s: false)"
                  % (other, one, one)),
