@@ -2036,11 +2036,10 @@ def apply_long_option(settings, name, value, msg):
             msg.fatal("bad --seed value: %s" % value)
         settings.seed = int(value)
     elif name == "stats":
-        seconds, _, path = value.partition(",")
-        if not re.match(r"([0-9]+\.?[0-9]*|\.[0-9]+)\Z", seconds):
-            msg.fatal("bad --stats interval: %s" % seconds)
-        settings.stats_interval = float(seconds)
-        settings.stats_path = path if path not in ("", "-") else None
+        parsed = stats.parse_value(value)
+        if parsed is None:
+            msg.fatal("bad --stats interval: %s" % value.partition(",")[0])
+        settings.stats_interval, settings.stats_path = parsed
     elif name == "tls-cert":
         settings.tls_cert = value
     elif name == "tls-key":

@@ -119,12 +119,64 @@ EXTENSIONS
     A long option's value follows "=" or is the next argument.
 
     --help      Print the usage, with these options, on stdout; exit 0.
-    --report=text|json
+    --report=text|json|html[:FILE]
                 At the end (also after a fatal error), write a report on
-                stdout: elapsed time, sessions, messages, recipients, bytes
-                and their rates, the latency of each phase, replies by code
+                stdout, or in FILE (emptied before anything is sent):
+                elapsed time, sessions, messages, recipients, bytes and
+                their rates, the latency of each phase, replies by code
                 and errors by kind.  "text" is a table with a histogram of
-                the message latency; "json" is one JSON object (see REPORT).
+                the message latency; "json" is one JSON object (see
+                REPORT); "html" is one page for a browser, self-contained
+                (inline SVG and CSS, no script, nothing fetched): messages
+                per second and p50/p99/max of each phase over the run, the
+                histogram of each phase, the tables, the settings and the
+                command line.
+    --stats=SECONDS[,FILE]
+                Write a statistics line (one JSON object) every SECONDS
+                seconds (a decimal number; 0 for none) and a last one when
+                the run ends (also after a fatal error), on stderr, or
+                appended to FILE ("-": stderr).  The keys of smtp-sink's
+                --stats lines, where they mean the same: "event"
+                ("interval", or "exit" for the last line), "time" (Unix
+                time), "uptime" (seconds since the start), the run's
+                totals so far -- "sessions" (connections established),
+                "active" (connections open), "messages", "recipients",
+                "bytes" (as in the report) --, "rates" (sessions,
+                messages, recipients and bytes per second in the interval)
+                and "replies" (read so far, by code); then "errors" (so
+                far, every kind, as in the report) and "interval": what
+                this interval alone did -- "seconds", "sessions",
+                "messages", "recipients", "bytes", "errors" (the kinds
+                met) and "latency_ms" ({phase: {"count", "p50", "p99",
+                "max"}} of the phases met).  The "messages" of all the
+                intervals add up to the last line's.  With --procs the
+                first process writes the lines of all processes together.
+    --start-at=TIME
+                Send nothing until TIME, Unix time in seconds (decimals
+                allowed) or HH:MM:SS today in local time; then run as
+                usual, --rate's schedule counted from that moment.  A time
+                past, or more than 24 hours ahead, is a fatal error.  For
+                sources on several hosts (started by ssh or a scheduler)
+                to begin together, their clocks in step (NTP); each has a
+                run id of its own for --integrity, and --merge-reports
+                makes one report of theirs.
+    --merge-reports
+                Send nothing: read JSON reports of this program (files
+                named instead of the endpoint, "-" for stdin) and write
+                the one report of them all, as --report says (text by
+                default, json or html), the report one process would have
+                written for all their samples: counts added, histograms
+                added bucket by bucket (so the percentiles are those of
+                every reply), the elapsed time from the first start to the
+                last end, the timelines put on one grid, each source
+                listed.  The reports must have the same schema and the
+                same settings (those that shape a transaction: -L, -r,
+                -d, -l, the size of -F, -o, --ehlo, --pipelining, --tls or
+                --starttls, --bdat, --size, and whether --rate is given:
+                else their latencies do not measure the same thing), and
+                no run may come twice; otherwise it is a fatal error.  No
+                option but --report goes with it.  Exit status 0 when the
+                reports merged, whatever the status of their runs.
     --rate=N[/s|/m]
                 Open-loop sending: message k of the run (k = 0, 1, ...) is
                 due N per second (or, with /m, per minute) after the start,
@@ -248,6 +300,41 @@ REPORT
                         rejected_mail, rejected_rcpt, rejected_data,
                         rejected_bdat, rejected_dot, rejected_rset
         integrity       {"run": id, "count": m} with --integrity, else null
+                        (null in a report merged from several runs)
+
+    Keys are added to schema 1 after these, never between them, so that a
+    script reads a newer report unchanged: the schema changes only when a
+    key changes its meaning or goes away.  These follow, for merging
+    (--merge-reports) and for the page (--report=html):
+
+        started, ended  the start and end of the run, Unix time (in a
+                        merged report the first start, the last end;
+                        elapsed is then their difference)
+        settings        what shapes each transaction; reports merge only
+                        when these are equal: protocol (SMTP, LMTP),
+                        recipients (-r), reuse (-d), length (-l),
+                        file_bytes (-F), old (-o), ehlo, pipelining, tls
+                        (implicit, starttls or null), bdat, size, open_loop
+                        (--rate given)
+        sources         [{"id", "host", "command", "started", "ended",
+                        "status", "messages"}]: the run (its id the
+                        --integrity run id, else a random one, its command
+                        line a list); one per run in a merged report
+        histograms      {"unit": "ns", "sub_buckets": 128, "phases": {phase:
+                        {"count", "min", "max", "buckets"}}}: each phase's
+                        histogram, "buckets" the [bucket, count] pairs of
+                        the buckets used, min and max exact (nanoseconds)
+        timeline        {"interval": seconds, "records": [...]}, a record an
+                        interval (the --stats interval, else 1 s; past 1000
+                        records, neighbours are put together): "start" and
+                        "seconds" (from the start of the run), "sessions",
+                        "messages", "recipients", "bytes", "errors" (all
+                        kinds) in it, and "latency_ms" {phase: {"count",
+                        "p50", "p99", "max", "sketch"}}: the phase's
+                        latencies in coarse buckets, 8 per power of two (the
+                        index of the first, then the counts), which add up
+                        across reports; p50 and p99 of intervals put
+                        together are read from them, within 6.25 %
 
 DIFFERENCES FROM POSTFIX
     What the program sends, prints and returns is meant to be what
@@ -271,6 +358,10 @@ EXAMPLES
     smtp_source.py -s 20 -m 20000 -d --report=json 127.0.0.1:2525
     smtp_source.py -s 50 -m 30000 -d --rate=500/s --report=text 127.0.0.1:2525
     smtp_source.py --starttls --pipelining --bdat=65536 --integrity mx.example.com
+    smtp_source.py -s 20 -m 100000 -d --stats=10 --report=html:run.html 127.0.0.1:2525
+    smtp_source.py --start-at=12:00:00 -s 20 -m 50000 -d --integrity --report=json \\
+        mx.example.com > host1.json
+    smtp_source.py --merge-reports --report=html:run.html host1.json host2.json host3.json
 
 SEE ALSO
     smtp_sink.py, the server counterpart; Postfix's smtp-source(1).
@@ -278,6 +369,7 @@ SEE ALSO
 
 import collections
 import errno
+import math
 import os
 import random
 import re
@@ -288,8 +380,8 @@ import sys
 import threading
 import time
 
-from smtpcore import (dump, endpoints, engine, integrity, messages, options, procs, replies,
-                      output)
+from smtpcore import (dump, endpoints, engine, htmlreport, integrity, messages, options, output,
+                      procs, replies, reportfile, stats, timeline)
 from smtpcore.engine import PARKED, READABLE, WRITABLE, Waiter
 from smtpcore.messages import printable
 from smtpcore.report import PHASES, Report
@@ -305,11 +397,18 @@ USAGE = ("usage: %s -cdLNov -s sess -l msglen -m msgs -C count -M myhostname "
 
 # Our extensions: long options only (see EXTENSIONS), with their --help lines.
 LONG_OPTIONS = ("help", "report=", "rate=", "integrity", "procs=", "engine=", "ehlo",
-                "pipelining", "starttls", "tls", "tls-verify", "tls-ca=", "bdat=", "size")
+                "pipelining", "starttls", "tls", "tls-verify", "tls-ca=", "bdat=", "size",
+                "stats=", "start-at=", "merge-reports")
 LONG_HELP = (
     ("--help", "show this help on stdout and exit"),
-    ("--report=text|json", "at the end, a report on stdout (rates, latency per phase, "
-                           "replies, errors)"),
+    ("--report=text|json|html[:FILE]", "at the end, a report on stdout or in FILE (rates, "
+                                       "latency per phase, replies, errors; html: a page "
+                                       "with charts)"),
+    ("--stats=SECONDS[,FILE]", "a JSON line every SECONDS and at the end (rates, errors, "
+                               "p50/p99/max per phase) on stderr or FILE"),
+    ("--start-at=TIME", "send nothing until TIME (epoch seconds, or HH:MM:SS today)"),
+    ("--merge-reports", "read JSON reports (files, - for stdin) instead of sending; "
+                        "write the one report of all of them (--report)"),
     ("--rate=N[/s|/m]", "open loop: message k is due at start + k/N (per second or "
                         "minute)"),
     ("--integrity", "X-Smtp-Integrity: line (run id, seq, count, sha256) first in "
@@ -326,6 +425,12 @@ LONG_HELP = (
     ("--size", "SIZE=<bytes> in MAIL FROM if SIZE is announced"),
 )
 RATE_VALUE = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:/([sm]))?\Z")
+REPORT_FORMATS = ("text", "json", "html")
+EPOCH_TIME = re.compile(r"[0-9]+(\.[0-9]*)?\Z")
+CLOCK_TIME = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9]):([0-5][0-9])\Z")
+MAX_START_WAIT = 24 * 3600      # --start-at: further ahead is taken for a mistake
+                                # (such as milliseconds given for seconds)
+MERGE_OPTIONS = ("--merge-reports", "--report")     # all that --merge-reports takes
 
 DEFAULT_SERVICE = "smtp"        # port 25
 TIMEOUT = 300                   # seconds for any one read or write (Postfix's)
@@ -492,7 +597,13 @@ class Run:
         self.mail = b"MAIL FROM:<" + opts.sender + b">"
         self.rcpts = [b"RCPT TO:<" + address + b">" for address in
                       recipient_addresses(opts.recipient, opts.recipients)]
-        self.report = Report(opts) if opts.report else None
+        self.report = None                  # --report, --stats: the figures
+        if opts.report or opts.stats_interval is not None:
+            self.report = Report(opts, interval=opts.stats_interval
+                                 or timeline.TIMELINE_INTERVAL)
+            self.report.command = opts.command
+        self.ticker = None                  # ... closes the report's intervals
+        self.live = 0                       # sessions not ended yet
         self.run_id = None                  # main() makes these: --integrity,
         self.tls_context = None             # --tls/--starttls
         self.tls_hostname = None
@@ -575,6 +686,19 @@ class Run:
                 following = None
         if following is not None:
             self.driver.wake(following)
+
+    def session_over(self):
+        """A session ended; after the last, the ticker (if any) ends too."""
+        with self.lock:
+            self.live -= 1
+            last = self.live == 0
+        if last and self.ticker is not None:
+            self.driver.stop()
+
+    def active(self):
+        """Connections open now (--stats)."""
+        with self.lock:
+            return len(self.sockets)
 
     def opened(self, sock):
         with self.lock:
@@ -712,6 +836,7 @@ class Session(Waiter):
                 self.seq = seq
         finally:
             self.close()
+            run.session_over()
 
     def open(self):
         """A new connection: connect, greeting, HELO."""
@@ -1326,7 +1451,18 @@ class Options:
         self.address_family = None  # ... and where that is:
         self.address = None
         # Extensions (long options).
-        self.report = None          # --report: "text" or "json"
+        self.report = None          # --report: "text", "json" or "html"
+        self.report_path = None     # ... FILE (None: stdout)
+        self.report_fd = -1         # ... opened
+        self.stats_interval = None  # --stats: seconds (0: only the last line)
+        self.stats_path = None      # ... FILE (None: stderr)
+        self.stats_fd = -1          # ... opened
+        self.start_at = None        # --start-at: epoch seconds
+        self.start_text = None      # ... as given
+        self.merge_reports = False  # --merge-reports
+        self.report_files = []      # ... the reports to read (the operands)
+        self.given = []             # the options given, in order ("-s", "--rate")
+        self.command = None         # the command line, for the report
         self.rate = None            # --rate: messages per second
         self.integrity = False      # --integrity
         self.procs = 1              # --procs
@@ -1374,9 +1510,14 @@ def parse_options(args, msg):
         if err.complaint:
             msg.info(err.complaint)
         usage(msg)
-    if len(parser.operands) != 1:
+    if opts.merge_reports:
+        if not parser.operands:
+            usage(msg)
+        opts.report_files = parser.operands
+    elif len(parser.operands) != 1:
         usage(msg)
-    opts.endpoint = parser.operands[0]
+    else:
+        opts.endpoint = parser.operands[0]
     check_extensions(opts, msg)
     return opts
 
@@ -1404,6 +1545,7 @@ def positive(text, complaint, msg):
 
 def apply_option(opts, letter, value, msg):
     """One option (value is None for a flag) into opts."""
+    opts.given.append(letter.partition("=")[0] if letter.startswith("--") else "-" + letter)
     if letter.startswith("--"):
         apply_long_option(opts, letter[2:], value, msg)
     elif letter in "46":
@@ -1468,9 +1610,21 @@ def apply_long_option(opts, name, value, msg):
         output.stdout(msg).write(help_text(msg.prog).encode("utf-8", "surrogateescape"))
         raise HelpShown()
     elif name == "report":
-        if value not in ("text", "json"):
+        kind, colon, path = value.partition(":")
+        if kind not in REPORT_FORMATS or (colon and not path):
             bad()
-        opts.report = value
+        opts.report, opts.report_path = kind, path or None
+    elif name == "stats":
+        parsed = stats.parse_value(value)
+        if parsed is None:
+            bad()
+        opts.stats_interval, opts.stats_path = parsed
+    elif name == "start-at":
+        opts.start_at, opts.start_text = start_time(value), value
+        if opts.start_at is None:
+            bad()
+    elif name == "merge-reports":
+        opts.merge_reports = True
     elif name == "rate":
         match = RATE_VALUE.match(value)
         number = float(match.group(1)) if match else 0.0
@@ -1511,12 +1665,58 @@ def apply_long_option(opts, name, value, msg):
 
 def check_extensions(opts, msg):
     """Combinations of long options that cannot work."""
+    if opts.merge_reports:
+        others = [name for name in opts.given if name not in MERGE_OPTIONS]
+        if others:
+            msg.fatal("--merge-reports sends nothing: %s does not go with it" % others[0])
     if opts.tls and opts.starttls:
         msg.fatal("use --tls or --starttls, not both")
     if opts.starttls and not opts.send_helo:
         msg.fatal("--starttls needs EHLO: do not use it with -o")
     if opts.tls_verify and not (opts.tls or opts.starttls):
         msg.fatal("--tls-verify and --tls-ca need --tls or --starttls")
+
+
+def start_time(value):
+    """--start-at: epoch seconds, or HH:MM:SS today (local time); None
+    when it is neither.  Whether it is still ahead is checked when the
+    run starts (start_moment)."""
+    if EPOCH_TIME.match(value):
+        return float(value)
+    match = CLOCK_TIME.match(value)
+    if match is None:
+        return None
+    today = time.localtime()
+    hour, minute, second = map(int, match.groups())
+    return time.mktime((today.tm_year, today.tm_mon, today.tm_mday, hour, minute, second,
+                        0, 0, -1))
+
+
+def start_moment(opts, msg):
+    """When the run starts (time.monotonic_ns): now, or --start-at, which
+    must lie ahead (and not more than MAX_START_WAIT).  The wall clock is
+    read first: a start computed so is never early."""
+    now = time.time()
+    start_ns = time.monotonic_ns()
+    if opts.start_at is None:
+        return start_ns
+    ahead = opts.start_at - now
+    shown = printable(arg_bytes(opts.start_text)).decode()
+    if ahead <= 0:
+        msg.fatal("--start-at time is in the past: %s" % shown)
+    if ahead > MAX_START_WAIT:
+        msg.fatal("--start-at time is more than %d hours ahead: %s"
+                  % (MAX_START_WAIT // 3600, shown))
+    return start_ns + math.ceil(ahead * 1e9)
+
+
+def wait_for_start(start_ns):
+    """Sleep until start_ns (time.monotonic_ns), without a busy wait."""
+    while True:
+        left = start_ns - time.monotonic_ns()
+        if left <= 0:
+            return
+        time.sleep(left / 1e9)
 
 
 def check_myhostname(value, msg):
@@ -1597,11 +1797,15 @@ def main(argv=None):
     if argv is None:
         argv = sys.argv[1:]
     msg = messages.Messages(messages.program_name(sys.argv[0], PROGRAM))
-    run = None
+    opts = run = lines = None
     status = 1
     try:
-        # 1. Parse the command line; read the -F file.
+        # 1. Parse the command line; read the -F file.  (--merge-reports
+        #    reads reports instead, and sends nothing.)
         opts = parse_options(argv, msg)
+        opts.command = [PROGRAM] + [os.fsencode(arg).decode("utf-8", "replace") for arg in argv]
+        if opts.merge_reports:
+            return merge_reports(opts, msg)
         msg.verbose = opts.verbose
         if opts.file is not None:
             data = read_file(opts.file, msg)
@@ -1625,44 +1829,68 @@ def main(argv=None):
         if opts.recipient is None:
             opts.recipient = default_address
 
-        # 4. Extensions: the TLS context and the run id, made once.
+        # 4. Extensions: the TLS context and the run id, made once; the
+        #    --report and --stats files; when the run starts (--start-at).
         tls = tls_setup(opts, msg) if opts.tls or opts.starttls else (None, None)
         run_id = integrity.new_run_id() if opts.integrity else None
+        open_outputs(opts, msg)
+        start_ns = start_moment(opts, msg)
         if opts.procs > 1:
-            return run_group(opts, msg, tls, run_id)
+            return run_group(opts, msg, tls, run_id, start_ns)
         run = Run(opts, msg, Content(opts, os.getpid()))
         run.tls_context, run.tls_hostname = tls
         run.run_id = run_id
-        run_sessions(run, [run.claim() for _ in range(opts.sessions)], time.monotonic_ns())
+        emit = ignore
+        if opts.stats_interval is not None:
+            lines = timeline.LineWriter(opts.stats_fd, opts.stats_path, msg, start_ns)
+            if opts.stats_interval > 0:
+                emit = lines.write
+        run_sessions(run, [run.claim() for _ in range(opts.sessions)], start_ns, emit)
 
         # 6. End the -c count.
         if opts.count:
             output.stdout(msg).write(b"\n")
         status = 0
-        return status
     except HelpShown:
         return 0
     except messages.Fatal:
-        return 1
+        pass
     finally:
         if run is not None:
             run.close_all()
-            if run.report is not None and run.start_ns:
-                # 7. --report, also after a fatal error.
-                finish_report(run.report, run.start_ns, status, msg)
+    # 7. The last --stats line and the --report, also after a fatal error.
+    if run is not None and run.report is not None and run.report.started is not None:
+        end_report(run.report, status, ignore if lines is None else lines.write_last)
+        status = write_report(run.report, opts, msg, status)
+    if opts is not None:
+        close_outputs(opts)
+    return status
 
 
-def run_sessions(run, claims, start_ns):
-    """5. Run the sessions until the messages are sent.  As in Postfix,
+def ignore(*args):
+    """Where --stats lines go without --stats (or with --stats=0)."""
+
+
+def run_sessions(run, claims, start_ns, emit):
+    """5. Run the sessions until the messages are sent, from start_ns
+    (monotonic; --start-at: nothing is sent before).  As in Postfix,
     every session has claimed its first message before any starts (claims:
     a number each, or None); one that found none left never connects (and
     the count of messages still to send went below zero: it shows in the
-    Message-Id)."""
-    if run.report is not None:
-        run.report.run_id = run.run_id
+    Message-Id).  With a report, a ticker closes its intervals (emit:
+    where they go, as --stats lines) until the last session ends."""
+    wait_for_start(start_ns)
+    report = run.report
+    if report is not None:
+        report.run_id = run.run_id
+        report.begin(start_ns)
     session_class = ExtendedSession if run.opts.extended() else Session
     run.start_ns = start_ns
     started = [session_class(run, seq) for seq in claims if seq is not None]
+    run.live = len(started)
+    if report is not None:
+        run.ticker = timeline.Ticker(report, emit, run.active)
+        run.driver.start(run.ticker)
     for session in started:             # they connect in this order
         run.queue_to_connect(session)
     for session in started:
@@ -1670,13 +1898,89 @@ def run_sessions(run, claims, start_ns):
     run.driver.run()
 
 
-def finish_report(report, start_ns, status, msg):
-    report.elapsed = (time.monotonic_ns() - start_ns) / 1e9
+def end_report(report, status, last_line):
+    """The run is over: its last interval (last_line(interval): the last
+    --stats line), its elapsed time and exit status."""
+    last_line(report.last_tick(time.monotonic_ns()))
+    report.elapsed = (time.monotonic_ns() - report.start_ns) / 1e9
     report.status = status
-    if status and report.opts.count:
-        output.stdout(msg).write(b"\n")   # the -c count did not end its line
-    text = report.json() if report.opts.report == "json" else report.text()
-    output.stdout(msg).write(text.encode())
+
+
+def write_report(report, opts, msg, status):
+    """--report, on stdout or in its FILE; returns the exit status (1 when
+    the FILE could not be written)."""
+    if opts.report is None:
+        return status
+    if status and opts.count:
+        output.stdout(msg).write(b"\n")    # the -c count did not end its line
+    if opts.report == "json":
+        text = report.json()
+    elif opts.report == "html":
+        text = htmlreport.page(report.as_dict())
+    else:
+        text = report.text()
+    data = text.encode("utf-8", "replace")
+    if opts.report_fd < 0:
+        output.stdout(msg).write(data)
+        return status
+    name = printable(arg_bytes(opts.report_path)).decode()
+    if not output.LineWriter(opts.report_fd, name, msg).write(data):
+        return 1                            # (it said why)
+    return status
+
+
+def open_outputs(opts, msg):
+    """The --report FILE (emptied) and the --stats FILE (appended to; by
+    default stderr), opened before anything is sent, so that a bad path is
+    a fatal error now and not at the end."""
+    flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+    for path, mode, name in ((opts.report_path, os.O_TRUNC, "report_fd"),
+                             (opts.stats_path, os.O_APPEND, "stats_fd")):
+        if path is not None:
+            try:
+                setattr(opts, name, os.open(path, flags | mode, 0o644))
+            except OSError as err:
+                msg.fatal("open %s: %s" % (printable(arg_bytes(path)).decode(),
+                                           endpoints.strerror(err)))
+    if opts.stats_interval is not None and opts.stats_path is None:
+        opts.stats_fd = sys.stderr.fileno()
+
+
+def close_outputs(opts):
+    for name, path in (("report_fd", opts.report_path), ("stats_fd", opts.stats_path)):
+        fd = getattr(opts, name)
+        if fd >= 0 and path is not None:
+            os.close(fd)
+        setattr(opts, name, -1)
+
+
+def merge_reports(opts, msg):
+    """--merge-reports: read the JSON reports named ("-": stdin), check
+    that they can be one run (smtpcore/reportfile.py), and write the one
+    report of them all (text unless --report says otherwise).  Exit
+    status 0 when they merged, whatever their runs' status."""
+    loaded = []
+    for name in opts.report_files:
+        shown = "stdin" if name == "-" else printable(arg_bytes(name)).decode()
+        try:
+            if name == "-":
+                loaded.append(reportfile.load(shown, sys.stdin.buffer))
+            else:
+                with open(name, "rb") as stream:
+                    loaded.append(reportfile.load(shown, stream))
+        except OSError as err:
+            msg.fatal("open %s: %s" % (shown, endpoints.strerror(err)))
+        except reportfile.BadReport as err:
+            msg.fatal(str(err))
+    try:
+        merged = reportfile.merge(loaded, opts)
+    except reportfile.BadReport as err:
+        msg.fatal(str(err))
+    opts.report = opts.report or "text"
+    open_outputs(opts, msg)         # (only now: FILE may be one of the reports read)
+    status = write_report(merged, opts, msg, 0)
+    close_outputs(opts)
+    return status
 
 
 # ---------------------------------------------------------------- --procs=N
@@ -1688,14 +1992,15 @@ class Stopped(Exception):
     """A worker of --procs got SIGTERM: the group is being stopped."""
 
 
-def run_group(opts, msg, tls, run_id):
+def run_group(opts, msg, tls, run_id, start_ns):
     """--procs=N: the sessions (-s) split over N forked workers, which
     take their messages from one budget and their -N numbers from one
     sequence (shared memory: smtpcore/procs.py), so that nothing is sent
-    twice or repeats.  The first process waits for them, ends the -c
-    line, and writes one report merged from theirs (each worker leaves its
-    counts and histograms in a file of its own).  A worker's fatal error
-    stops the others: exit status 1."""
+    twice or repeats.  The first process waits for them, writes the
+    --stats lines of all of them (each worker sends its intervals on a
+    pipe: timeline.Collector), ends the -c line, and writes one report
+    merged from theirs (each worker leaves its figures in a file of its
+    own).  A worker's fatal error stops the others: exit status 1."""
     import pickle
     import tempfile
 
@@ -1703,19 +2008,23 @@ def run_group(opts, msg, tls, run_id):
     try:
         counts = procs.SharedCounts(COUNT_NAMES)
         results = [tempfile.TemporaryFile() for _ in range(workers)] if opts.report else None
+        collector = None
+        if opts.stats_interval is not None:
+            collector = timeline.Collector(workers, timeline.LineWriter(
+                opts.stats_fd, opts.stats_path, msg, start_ns))
     except (OSError, ImportError) as err:   # no /dev/shm, no writable TMPDIR
         msg.fatal("--procs: %s" % err)
     counts.remaining, counts.next_number = opts.messages, 1
     # Every session of every worker claims its first message before any
     # starts, as the sessions of one process do.
     claims = [claim(counts, opts.messages) for _ in range(opts.sessions)]
-    start_ns = time.monotonic_ns()
 
     def stop(signo, frame):
         raise Stopped()
 
     def worker(index):
         signal.signal(signal.SIGTERM, stop)
+        channel = collector.channel(index) if collector is not None else None
         run = Run(opts, msg, Content(opts, os.getpid()), counts)
         run.tls_context, run.tls_hostname = tls
         run.run_id = run_id
@@ -1723,20 +2032,28 @@ def run_group(opts, msg, tls, run_id):
             run.report.held_signals = {signal.SIGTERM}      # flush() is not cut short
         status = 1
         try:
-            run_sessions(run, claims[index::workers], start_ns)
+            run_sessions(run, claims[index::workers], start_ns,
+                         channel.send if channel is not None and opts.stats_interval else ignore)
             status = 0
         except (messages.Fatal, Stopped):
             pass
         finally:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)   # the report is written whole
             run.close_all()
-            if results is not None:
-                pickle.dump(run.report.state(), results[index])
-                results[index].flush()
+            if run.report is not None and run.report.started is not None:
+                end_report(run.report, status, ignore if channel is None else
+                           lambda interval: channel.send(interval, final=True))
+                if results is not None:
+                    pickle.dump(run.report.state(), results[index])
+                    results[index].flush()
         return status
 
     output.stdout(msg)                     # before the fork: one -c warning for all
-    status, signo = procs.Supervisor(workers, worker, msg, replace=False).run()
+    status, signo = procs.Supervisor(workers, worker, msg, replace=False).run(
+        None if collector is None else collector.start)
+    if collector is not None:
+        collector.close_writers()           # the workers are gone: the lines end
+        collector.join(10)                  # (seconds; it has only the last lines to write)
     if signo is not None:                   # SIGTERM or SIGINT: die of it, as Postfix
         signal.signal(signo, signal.SIG_DFL)
         os.kill(os.getpid(), signo)
@@ -1744,7 +2061,9 @@ def run_group(opts, msg, tls, run_id):
         output.stdout(msg).write(b"\n")
     if results is not None:
         report = Report(opts)
+        report.command = opts.command
         report.run_id = run_id
+        report.begin(start_ns)
         for index, result in enumerate(results):
             result.seek(0)
             try:
@@ -1752,7 +2071,10 @@ def run_group(opts, msg, tls, run_id):
             except (EOFError, pickle.UnpicklingError, ValueError):
                 msg.warning("worker %d left no figures for the report" % index)
             result.close()
-        finish_report(report, start_ns, status, msg)
+        report.elapsed = (time.monotonic_ns() - start_ns) / 1e9
+        report.status = status
+        status = write_report(report, opts, msg, status)
+    close_outputs(opts)
     return status
 
 

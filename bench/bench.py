@@ -13,11 +13,14 @@ for each (median over the rounds) and the median of the per-round ratios
 to Postfix.  Memory rows: peak RSS of the sink holding 1000 idle sessions,
 and of the source running -s 1000, under each engine.
 
-Extension rows (--only report,pipelining,procs-sink,procs-source, or a
+Extension rows (--only report,stats,pipelining,procs-sink,procs-source, or a
 single row as "procs-sink:conn"), each a set of variants run in turn, the
 order turning each round (A B, B A, ...), a fresh sink for each run:
 report        our source -s 20 -d plain and with --report=json, to Postfix's
               smtp-sink: what the measurement costs (target: under 10 %)
+stats         our source -s 20 -d with --report=json, with --stats=1 (a line
+              a second, to /dev/null), and plain: what the live lines add to
+              the measurement they share with --report (target: under 5 %)
 pipelining    our source -s 20 -d plain, --pipelining and --ehlo alone (which
               --pipelining implies), to our smtp_sink.py
 procs-sink    Postfix's smtp-source -s 40 (-d: reuse; without: conn) to our
@@ -87,6 +90,11 @@ def extension_rows():
         # what the measurement costs (target: under 10 %)
         "report:reuse": (20000, [("plain", "postfix", [], ours),
                                  ("--report=json", "postfix", [], ours + ["--report=json"])]),
+        # live interval lines: what they add to the report's measurement
+        # (target: under 5 %), and what both cost against a plain run
+        "stats:reuse": (20000, [("--report=json", "postfix", [], ours + ["--report=json"]),
+                                ("--stats=1", "postfix", [], ours + ["--stats=1,/dev/null"]),
+                                ("plain", "postfix", [], ours)]),
         # MAIL, RCPT and DATA in one write (--ehlo alone: --pipelining implies it)
         "pipelining:reuse": (20000, [("plain", "ours", [], ours)] + [
             (flag, "ours", [], ours + [flag]) for flag in ("--pipelining", "--ehlo")]),

@@ -22,6 +22,9 @@ One module per concern, each short enough to read in one sitting:
     procs       --procs: counters in shared memory, a supervisor of workers
     stats       smtp-sink's --stats lines
     report      smtp-source's --report (latency per phase)
+    timeline    smtp-source's --stats lines, and the report's intervals
+    reportfile  --report=json files read back, checked and merged
+    htmlreport  the report as one self-contained page (--report=html)
     latency     fixed-size histograms of durations
     integrity   smtp-source --integrity and smtp-sink --verify
 

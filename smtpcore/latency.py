@@ -19,10 +19,19 @@ and max are kept exactly, and a percentile is never reported outside them.
 A hot path can instead collect values in a list and hand them over now
 and then, sorted, with add_sorted(): one append per value, and the
 counting done in C (sorting, bisection) but for a step per bucket.
+
+A sketch is the same histogram in coarser buckets (SKETCH_BITS: 8 per
+power of two, percentiles within 6.25 %), as a short list: the index of
+its first bucket, then the counts from there on.  Every bucket of a
+Histogram lies in one bucket of the sketch, so sketches of different
+histograms add up exactly; the report keeps one per phase and interval of
+a run (a few dozen numbers where the full state has hundreds), so that
+intervals of several reports can be put together.
 """
 
 import array
 import bisect
+import collections
 
 SUB_BITS = 7
 SUB_BUCKETS = 1 << SUB_BITS             # 128 buckets per power of two
@@ -42,13 +51,65 @@ def bucket_of(value):
     return (shift << SUB_BITS) + (value >> shift)
 
 
-def bucket_range(index):
-    """(lowest, highest) value that falls in bucket index."""
-    if index < _LINEAR:
+def bucket_range(index, bits=SUB_BITS):
+    """(lowest, highest) value that falls in bucket index (of a sketch,
+    with bits=SKETCH_BITS)."""
+    if index < 2 << bits:
         return index, index
-    shift = (index >> SUB_BITS) - 1
-    low = (index - (shift << SUB_BITS)) << shift
+    shift = (index >> bits) - 1
+    low = (index - (shift << bits)) << shift
     return low, low + (1 << shift) - 1
+
+
+SKETCH_BITS = 3                         # 8 buckets per power of two
+
+
+def sketch_bucket(value):
+    """The sketch bucket of a non-negative integer value."""
+    if value < 2 << SKETCH_BITS:
+        return value
+    shift = value.bit_length() - SKETCH_BITS - 1
+    return (shift << SKETCH_BITS) + (value >> shift)
+
+
+def add_sketches(sketches):
+    """One sketch of the values of all of them."""
+    total = {}
+    for sketch in sketches:
+        if sketch:
+            for index, count in enumerate(sketch[1:], sketch[0]):
+                if count:
+                    total[index] = total.get(index, 0) + count
+    return _dense(total)
+
+
+def _dense(counts):
+    """A sketch from {bucket: count}."""
+    if not counts:
+        return []
+    first, last = min(counts), max(counts)
+    return [first] + [counts.get(index, 0) for index in range(first, last + 1)]
+
+
+def sketch_percentiles(sketch, fractions, high=None):
+    """Percentiles (ascending fractions) of a sketch, as
+    Histogram.percentiles() reads them: the middle of the bucket that
+    holds the rank, kept at or below high (the exact maximum, if known)."""
+    if not sketch:
+        return [None] * len(fractions)
+    counts = sketch[1:]
+    total = sum(counts)
+    ranks = [max(1, -(-int(fraction * total * 1000000) // 1000000)) for fraction in fractions]
+    found, seen = [], 0
+    for index, count in enumerate(counts, sketch[0]):
+        seen += count
+        while len(found) < len(ranks) and seen >= ranks[len(found)]:
+            low, top = bucket_range(index, SKETCH_BITS)
+            middle = (low + top) // 2
+            found.append(middle if high is None else min(high, middle))
+        if len(found) == len(ranks):
+            break
+    return found
 
 
 class Histogram:
@@ -110,11 +171,28 @@ class Histogram:
             counts[index] += end - k
             k = end
 
+    def used(self):
+        """[(bucket, count)] of the buckets used, in order."""
+        return [(index, number) for index, number in enumerate(self.counts) if number]
+
     def state(self):
         """([(bucket, count)] of the buckets used, min, max): all there is
         to it, small, for merge()."""
-        used = [(index, number) for index, number in enumerate(self.counts) if number]
-        return used, self._min, self._max
+        return self.used(), self._min, self._max
+
+    @classmethod
+    def from_state(cls, state):
+        histogram = cls()
+        histogram.merge(state)
+        return histogram
+
+    def sketch(self):
+        """This histogram in the coarse buckets of a sketch (see above)."""
+        counts = {}
+        for index, number in self.used():
+            bucket = sketch_bucket(bucket_range(index)[0])
+            counts[bucket] = counts.get(bucket, 0) + number
+        return _dense(counts)
 
     def merge(self, state):
         """Count the values of another histogram (its state()) too."""
@@ -154,9 +232,7 @@ class Histogram:
                  for fraction in fractions]
         found = []
         seen = 0
-        for index, number in enumerate(self.counts):
-            if not number:
-                continue
+        for index, number in self.used():
             seen += number
             while len(found) < len(ranks) and seen >= ranks[len(found)]:
                 if index == BUCKETS - 1:        # the overflow bucket: no middle
@@ -174,13 +250,32 @@ class Histogram:
         if self._max < 0:
             return []
         rows = {}
-        for index, count in enumerate(self.counts):
-            if count:
-                low, _ = bucket_range(index)
-                rows[low.bit_length()] = rows.get(low.bit_length(), 0) + count
+        for index, count in self.used():
+            low, _ = bucket_range(index)
+            rows[low.bit_length()] = rows.get(low.bit_length(), 0) + count
         first, last = min(rows), max(rows)
         return [((1 << (bits - 1)) if bits else 0, (1 << bits) - 1 if bits else 0,
                  rows.get(bits, 0)) for bits in range(first, last + 1)]
+
+
+class SparseHistogram(Histogram):
+    """A Histogram that keeps only the buckets it uses (a Counter): for
+    the few thousand values of one phase in one interval of a run, where
+    a full array would be mostly zeros to walk through."""
+
+    __slots__ = ()
+
+    def __init__(self):     # (not Histogram's: no array)
+        self.counts = collections.Counter()
+        self._min = MAX_VALUE * 1024
+        self._max = -1
+
+    def used(self):
+        return sorted(item for item in self.counts.items() if item[1])
+
+    @property
+    def count(self):
+        return sum(self.counts.values())
 
 
 def bar_chart(rows, width=40, unit=1e6, label="ms"):

@@ -23,8 +23,19 @@ import time
 
 from smtpcore import engine, output
 
+STATS_INTERVAL = re.compile(r"([0-9]+\.?[0-9]*|\.[0-9]+)\Z")      # --stats=SECONDS
 REPLY_CODE = re.compile(rb"^([0-9]{3})[ \r]", re.MULTILINE)    # a reply's last line
 REPLY_NAMES = tuple("r%d" % code for code in range(200, 600))   # --procs: a counter a code
+
+
+def parse_value(value):
+    """--stats=SECONDS[,FILE], of either tool: (seconds, FILE), FILE None
+    when it is empty or "-" (the tool's own stream); None when SECONDS is
+    not a decimal number."""
+    seconds, _, path = value.partition(",")
+    if not STATS_INTERVAL.match(seconds):
+        return None
+    return float(seconds), (path if path not in ("", "-") else None)
 
 
 class Statistics:

@@ -8,6 +8,13 @@ from smtpcore import latency
 from smtpcore.latency import Histogram
 
 
+def histogram_of(values):
+    hist = Histogram()
+    for value in values:
+        hist.record(value)
+    return hist
+
+
 def exact(values, fraction):
     ordered = sorted(values)
     return ordered[max(1, math.ceil(fraction * len(ordered))) - 1]
@@ -67,14 +74,11 @@ class HistogramTests(unittest.TestCase):
         parts = [[rng.randint(10 ** 4, 10 ** 5) for _ in range(3000)],
                  [rng.randint(10 ** 6, 10 ** 7) for _ in range(1000)],
                  []]
-        merged, whole = Histogram(), Histogram()
+        merged = Histogram()
         for part in parts:
-            hist = Histogram()
-            for value in part:
-                hist.record(value)
-                whole.record(value)
-            merged.merge(hist.state())
+            merged.merge(histogram_of(part).state())
         values = parts[0] + parts[1]
+        whole = histogram_of(values)
         self.assertEqual(list(merged.counts), list(whole.counts))
         self.assertEqual((merged.count, merged.min, merged.max),
                          (len(values), min(values), max(values)))
@@ -124,6 +128,37 @@ class HistogramTests(unittest.TestCase):
         chart = latency.bar_chart(hist.octaves())
         self.assertLessEqual(len(chart), 12)
         self.assertEqual(sum(int(line.split()[-1]) for line in chart), 39)
+
+
+class SketchTests(unittest.TestCase):
+    """Sketches: the coarse histograms that the report's timeline keeps per
+    interval, so that intervals of several reports can be added up."""
+
+    def test_every_bucket_lies_in_one_sketch_bucket(self):
+        for index in range(latency.BUCKETS - 1):
+            low, high = latency.bucket_range(index)
+            self.assertEqual(latency.sketch_bucket(low), latency.sketch_bucket(high), index)
+
+    def test_sketches_add_up_to_the_sketch_of_all_values(self):
+        rng = random.Random(5)
+        parts = [[rng.randint(10 ** 4, 10 ** 6) for _ in range(2000)],
+                 [int(rng.lognormvariate(14, 1)) for _ in range(500)], [7, 7, 300]]
+        whole = histogram_of(sum(parts, []))
+        self.assertEqual(latency.add_sketches(histogram_of(part).sketch() for part in parts),
+                         whole.sketch())
+        self.assertEqual(sum(whole.sketch()[1:]), 2503)
+        self.assertEqual(latency.add_sketches([[], []]), [])
+
+    def test_percentiles_within_the_sketch_bound(self):
+        rng = random.Random(9)
+        values = [int(rng.lognormvariate(13, 1.2)) for _ in range(20000)]
+        sketch = histogram_of(values).sketch()
+        got = latency.sketch_percentiles(sketch, (0.5, 0.9, 0.99), max(values))
+        for fraction, value in zip((0.5, 0.9, 0.99), got):
+            true = exact(values, fraction)
+            self.assertLessEqual(abs(value - true), true / 16 + 1, fraction)   # 6.25 %
+        self.assertEqual(latency.sketch_percentiles([], (0.5,)), [None])
+        self.assertEqual(latency.sketch_percentiles(sketch, (1.0,), 5), [5])   # kept <= max
 
 
 if __name__ == "__main__":

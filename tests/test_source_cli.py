@@ -295,7 +295,8 @@ class ExtensionOptionTests(CliCase):
                 self.assertEqual((result.rc, result.stderr), (0, b""))
                 lines = result.stdout.decode().splitlines()
                 self.assertEqual(lines[0], USAGE.decode()[len("smtp-source: fatal: "):-1])
-                for option in ("--help", "--report=text|json", "--rate=N[/s|/m]",
+                for option in ("--help", "--report=text|json|html[:FILE]", "--rate=N[/s|/m]",
+                               "--stats=SECONDS[,FILE]", "--start-at=TIME", "--merge-reports",
                                "--integrity", "--ehlo", "--pipelining", "--starttls",
                                "--tls", "--tls-verify", "--tls-ca=FILE", "--bdat=SIZE",
                                "--size"):
@@ -322,7 +323,9 @@ class ExtensionOptionTests(CliCase):
         self.assertFails(["-s", "0", "--help"], b"smtp-source: fatal: bad session count: 0\n")
 
     def test_bad_values(self):
-        table = [("--report", ["x", "", "JSON", "text "]),
+        table = [("--report", ["x", "", "JSON", "text ", "html:", "xml:out", ":json"]),
+                 ("--stats", ["", "x", "-1", "1s", ",out", "1e3"]),
+                 ("--start-at", ["x", "25:00:00", "9:00:00", "12:00", "1e9", "+5"]),
                  ("--rate", ["abc", "0", "-1", "5/h", "/s", "1e3", "0/s", " 5", "5 /s"]),
                  ("--bdat", ["0", "-1", "abc", "", "1k", "99999999999"])]
         for option, values in table:
@@ -333,14 +336,14 @@ class ExtensionOptionTests(CliCase):
                                          % (option.encode(), value.encode()))
 
     def test_missing_values(self):
-        for option in ("--report", "--rate", "--bdat", "--tls-ca"):
+        for option in ("--report", "--rate", "--bdat", "--tls-ca", "--stats", "--start-at"):
             with self.subTest(option=option):
                 self.assertFails([option], b"smtp-source: option '%s' requires an argument\n"
                                  % option.encode() + USAGE)
 
     def test_flags_take_no_value(self):
         for option in ("--help", "--integrity", "--ehlo", "--pipelining", "--starttls",
-                       "--tls", "--tls-verify", "--size"):
+                       "--tls", "--tls-verify", "--size", "--merge-reports"):
             with self.subTest(option=option):
                 self.assertFails([option + "=1", "x"],
                                  b"smtp-source: option '%s' doesn't allow an argument\n"
@@ -355,6 +358,15 @@ class ExtensionOptionTests(CliCase):
             self.assertFails(option + ["x"], b"smtp-source: fatal: --tls-verify and --tls-ca "
                              b"need --tls or --starttls\n")
 
+    def test_files_that_cannot_be_written(self):
+        # Opened before anything is sent: the run does not even connect.
+        for option, path in (("--report=json:/nonexistent/r.json", b"/nonexistent/r.json"),
+                             ("--stats=1,/nonexistent/s", b"/nonexistent/s")):
+            with self.subTest(option=option):
+                self.assertFails([option, "127.0.0.1:%d" % support.free_port()],
+                                 b"smtp-source: fatal: open %s: No such file or directory\n"
+                                 % path)
+
     def test_bad_ca_file(self):
         port = support.free_port()
         self.assertFails(["--tls", "--tls-ca", "/nonexistent/ca.pem", "127.0.0.1:%d" % port],
@@ -366,7 +378,8 @@ class ExtensionOptionTests(CliCase):
         for args in (["--report=json"], ["--report", "text"], ["--rate=5"], ["--rate=0.5/s"],
                      ["--rate", "120/m"], ["--rate=.5"], ["--bdat=1"], ["--bdat", "65536"],
                      ["--integrity", "--ehlo", "--pipelining", "--size", "--starttls"],
-                     ["--tls", "--tls-verify"]):
+                     ["--tls", "--tls-verify"], ["--report=html"], ["--report=json:/dev/null"],
+                     ["--stats=0.5,/dev/null"], ["--stats", "2,/dev/null", "--report=text:/dev/null"]):
             with self.subTest(args=args):
                 result = run_tool(OURS, args + ["127.0.0.1:%d" % port])
                 self.assertEqual((result.rc, result.stderr),

@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import unittest
 
 from smtpcore import integrity
@@ -102,8 +103,16 @@ class ProcsTest(support.BothEngines, unittest.TestCase):
     def test_a_fatal_error_stops_the_group(self):
         # The first connection's MAIL is rejected (fatal without -A); the
         # others never get a reply, and would wait for ever, as in Postfix.
+        # The rejection waits for the second session's MAIL: both are then
+        # connected, and counted, before the fatal error stops the group.
+        second_at_mail = threading.Event()
+
         def mail(conn, stage):
-            return b"550 5.7.1 go away\r\n" if conn.index == 0 else SILENCE
+            if conn.index == 0:
+                second_at_mail.wait(support.TIMEOUT)
+                return b"550 5.7.1 go away\r\n"
+            second_at_mail.set()
+            return SILENCE
         result = self.run_source(["--procs=2", "-s", "2", "-m", "10", "-d", "--report=json"],
                                  {"mail": mail})
         self.assertEqual(result.rc, 1)

@@ -24,7 +24,9 @@ ERRORS = ["connect", "lost", "timeout", "tls", "rejected_greeting", "rejected_he
           "rejected_bdat", "rejected_dot", "rejected_rset"]
 KEYS = ["schema", "status", "elapsed", "sessions", "messages", "messages_sent", "recipients",
         "bytes", "messages_per_second", "recipients_per_second", "mb_per_second", "rate",
-        "latency_ms", "replies", "errors", "integrity"]
+        "latency_ms", "replies", "errors", "integrity",
+        # added within schema 1, for merging (--merge-reports) and the page
+        "started", "ended", "settings", "sources", "histograms", "timeline"]
 
 
 def delayed(reply, seconds):
