@@ -1351,9 +1351,10 @@ class SinkServer:
     and LoopSinkServer (one event loop).  new_server() picks one.
     """
 
-    def __init__(self, settings, listener, msg, group=None, stdout=None):
+    def __init__(self, settings, listener, msg, group=None, stdout=None, worker=None):
         """stdout: where -c and --stats write (a binary stream; default
-        this process's standard output)."""
+        this process's standard output); group, worker: the --procs group,
+        and the number of this worker in it."""
         self.socket = listener
         self.settings = settings
         self.msg = msg
@@ -1370,7 +1371,7 @@ class SinkServer:
         self.group = group
         self.counts = group.counts if group is not None else procs.LocalCounts(COUNTER_NAMES)
         self.lock = threading.Lock()
-        self.driver = engine.new_driver(settings.engine)
+        self.driver = engine.new_driver(settings.engine, worker=worker)
         self.stdout = stdout or output.stdout(msg)     # -c (and --stats without FILE)
         # Our extensions: decided here once, so that without them nothing
         # else is looked at (Session rather than ExtendedSession).
@@ -1577,11 +1578,11 @@ class ThreadingSinkServer(PooledThreadingMixIn, socketserver.BaseServer, SinkSer
     are open, and otherwise leaves them in the kernel's listen queue; each
     session thread waits on its own socket (smtpcore/threads.py)."""
 
-    def __init__(self, settings, listener, msg, group=None, stdout=None):
+    def __init__(self, settings, listener, msg, group=None, stdout=None, worker=None):
         # BaseServer gets the project's own listening socket: its backlog
         # operand, -T window, IPv6-only and unix: handling are endpoints'.
         socketserver.BaseServer.__init__(self, listener.getsockname(), SessionHandler)
-        SinkServer.__init__(self, settings, listener, msg, group, stdout)
+        SinkServer.__init__(self, settings, listener, msg, group, stdout, worker)
         self.init_pool()
         self.connections = set()        # the sockets of the open sessions
         self.parked = False             # -m sessions are open: not accepting
@@ -1593,7 +1594,9 @@ class ThreadingSinkServer(PooledThreadingMixIn, socketserver.BaseServer, SinkSer
         return self.socket.fileno()
 
     def serve(self):
-        """Accept connections until stop()."""
+        """Accept connections until stop(), on the CPU of the session
+        threads (see smtpcore/threads.py)."""
+        threads.keep_to(self.driver.cpu)
         listener, max_sessions = self.socket, self.settings.max_sessions
         listener.setblocking(False)
         with selectors.DefaultSelector() as selector:
@@ -1675,8 +1678,8 @@ class LoopSinkServer(SinkServer, engine.Waiter):
     that accepts connections while fewer than -m sessions are open, and
     otherwise waits (PARKED) in the kernel's listen queue's stead."""
 
-    def __init__(self, settings, listener, msg, group=None, stdout=None):
-        SinkServer.__init__(self, settings, listener, msg, group, stdout)
+    def __init__(self, settings, listener, msg, group=None, stdout=None, worker=None):
+        SinkServer.__init__(self, settings, listener, msg, group, stdout, worker)
         self.active = {}                    # fd -> Session
         self.parked = False
         self.fd = listener.fileno()
@@ -1730,10 +1733,10 @@ class LoopSinkServer(SinkServer, engine.Waiter):
             self.stats.close()
 
 
-def new_server(settings, listener, msg, group=None, stdout=None):
+def new_server(settings, listener, msg, group=None, stdout=None, worker=None):
     """The sink's server for the engine settings.engine asks for."""
     server_class = LoopSinkServer if settings.engine == "loop" else ThreadingSinkServer
-    return server_class(settings, listener, msg, group, stdout)
+    return server_class(settings, listener, msg, group, stdout, worker)
 
 
 def drain(fd):
@@ -1780,7 +1783,8 @@ def serve_group(settings, listeners, msg, group):
     def worker(index):
         if group.verify_r >= 0:
             os.close(group.verify_r)
-        server = new_server(settings, listeners[index % len(listeners)], msg, group)
+        server = new_server(settings, listeners[index % len(listeners)], msg, group,
+                            worker=index)
         signal.signal(signal.SIGTERM, lambda signum, frame: server.stop(None))
         signal.signal(signal.SIGINT, lambda signum, frame: server.stop(None))
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)    # the parent's signal

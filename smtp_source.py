@@ -380,8 +380,8 @@ import sys
 import threading
 import time
 
-from smtpcore import (dump, endpoints, engine, htmlreport, integrity, messages, options, output,
-                      procs, replies, reportfile, stats, timeline)
+from smtpcore import (dump, endpoints, engine, integrity, messages, options, output, procs,
+                      replies, stats, timeline)
 from smtpcore.engine import PARKED, READABLE, WRITABLE, Waiter
 from smtpcore.messages import printable
 from smtpcore.report import PHASES, Report
@@ -570,14 +570,15 @@ class Run:
     queue of connection attempts, the commands (made once), and what the
     extensions need (report, schedule, TLS context, integrity run id)."""
 
-    def __init__(self, opts, msg, content, counts=None):
-        """counts: the group's counters with --procs (see run_group)."""
+    def __init__(self, opts, msg, content, counts=None, worker=None):
+        """counts, worker: with --procs, the group's counters and the
+        number of this worker (see run_group)."""
         self.opts = opts
         self.msg = msg
         self.content = content
         # No extra descriptors (wakeable=False): those of the sockets are
         # numbered as Postfix's, and show in the Message-Ids.
-        self.driver = engine.new_driver(opts.engine, wakeable=False)
+        self.driver = engine.new_driver(opts.engine, wakeable=False, worker=worker)
         self.lock = threading.Lock()        # the connect queue, the sockets
         if counts is None:
             counts = procs.LocalCounts(COUNT_NAMES)
@@ -1916,6 +1917,7 @@ def write_report(report, opts, msg, status):
     if opts.report == "json":
         text = report.json()
     elif opts.report == "html":
+        from smtpcore import htmlreport     # (only here: it takes a while to import)
         text = htmlreport.page(report.as_dict())
     else:
         text = report.text()
@@ -1959,6 +1961,7 @@ def merge_reports(opts, msg):
     that they can be one run (smtpcore/reportfile.py), and write the one
     report of them all (text unless --report says otherwise).  Exit
     status 0 when they merged, whatever their runs' status."""
+    from smtpcore import reportfile         # (only here: as htmlreport)
     loaded = []
     for name in opts.report_files:
         shown = "stdin" if name == "-" else printable(arg_bytes(name)).decode()
@@ -2025,7 +2028,7 @@ def run_group(opts, msg, tls, run_id, start_ns):
     def worker(index):
         signal.signal(signal.SIGTERM, stop)
         channel = collector.channel(index) if collector is not None else None
-        run = Run(opts, msg, Content(opts, os.getpid()), counts)
+        run = Run(opts, msg, Content(opts, os.getpid()), counts, worker=index)
         run.tls_context, run.tls_hostname = tls
         run.run_id = run_id
         if run.report is not None:

@@ -63,14 +63,15 @@ class Waiter:
     steps = None        # the generator
 
 
-def new_driver(engine, wakeable=True):
+def new_driver(engine, wakeable=True, worker=None):
     """The driver of an engine ("threads" or "loop").  wakeable: stop() may
     come from another thread or a signal handler while sessions wait with
     no deadline; the driver then holds a pipe to wake them (smtp-source
-    does without it, so that its descriptors are numbered as Postfix's)."""
+    does without it, so that its descriptors are numbered as Postfix's).
+    worker: the number of a --procs worker (the threads' CPU)."""
     if engine == "loop":
         return loop.Loop(wakeable=wakeable)
-    return threads.ThreadDriver(wakeable=wakeable)
+    return threads.ThreadDriver(wakeable=wakeable, worker=worker)
 
 
 # Both drivers are imported now, not when first needed: smtp-sink makes its

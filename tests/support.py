@@ -83,10 +83,13 @@ class BothEngines:
     def run(self, result=None):
         global ENGINE
         ENGINE = self.engine
+        cpus = getattr(os, "sched_getaffinity", lambda pid: None)(0)
         try:
             return super().run(result)
         finally:
             ENGINE = None
+            if cpus is not None:    # a tool's main() run here keeps the
+                os.sched_setaffinity(0, cpus)   # thread to one CPU
 
 
 def tool_cmd(script, *args):

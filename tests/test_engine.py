@@ -40,6 +40,12 @@ class DriverCase:
 
     ENGINE = None
 
+    def setUp(self):
+        # drive() in the caller's thread keeps it to one CPU, as it should
+        # in a tool; the tests that follow must still see every CPU.
+        allowed = os.sched_getaffinity(0)
+        self.addCleanup(os.sched_setaffinity, 0, allowed)
+
     def driver(self, wakeable=True):
         driver = engine.new_driver(self.ENGINE, wakeable=wakeable)
         self.addCleanup(driver.close)
@@ -229,6 +235,32 @@ class ThreadDriverTest(DriverCase, unittest.TestCase):
         self.assertIn(signal.SIGTERM, blocked)
         self.assertNotIn(signal.SIGTERM, signal.pthread_sigmask(signal.SIG_BLOCK, []))
 
+    def test_session_threads_keep_to_one_cpu(self):
+        """The threads of a process take turns at the interpreter lock:
+        kept to one CPU, a hand-over wakes no thread on another core."""
+        allowed = os.sched_getaffinity(0)
+        if len(allowed) < 2:
+            raise unittest.SkipTest("one CPU: nothing to keep to")
+        seen = []
+
+        def steps(me):
+            seen.append(os.sched_getaffinity(0))
+            yield None
+        driver = self.driver()
+        self.assertIn(driver.cpu, allowed)
+        for _ in range(3):
+            driver.start(Probe(steps))
+        self.assertIsNone(self.run_bounded(driver))
+        self.assertEqual(seen, [{driver.cpu}] * 3)
+        self.assertEqual(os.sched_getaffinity(0), allowed)     # not the caller's
+
+    def test_workers_keep_to_cpus_of_their_own(self):
+        allowed = sorted(os.sched_getaffinity(0))
+        if len(allowed) < 2:
+            raise unittest.SkipTest("one CPU: nothing to share")
+        cpus = [threads.one_cpu(worker) for worker in range(len(allowed))]
+        self.assertEqual(cpus, allowed)
+
     def test_drive_runs_in_the_callers_thread(self):
         def steps(me):
             me.threads.add(threading.get_ident())
@@ -277,6 +309,11 @@ def thread_count(pid):
     return len(os.listdir("/proc/%d/task" % pid))
 
 
+def cpus_allowed(pid, task):
+    with open("/proc/%d/task/%s/status" % (pid, task)) as status:
+        return [line.split()[1] for line in status if line.startswith("Cpus_allowed_list:")][0]
+
+
 class ThreadsSeenFromOutsideTest(unittest.TestCase):
     """How many threads each engine runs, counted in /proc."""
 
@@ -303,6 +340,11 @@ class ThreadsSeenFromOutsideTest(unittest.TestCase):
                 server, port = self.sink(*option)
                 socks = self.idle_sessions(port, 20)
                 self.assertEqual(thread_count(server.proc.pid), expected)
+                cpus = {cpus_allowed(server.proc.pid, task)
+                        for task in os.listdir("/proc/%d/task" % server.proc.pid)}
+                if option == [] and len(os.sched_getaffinity(0)) > 1:
+                    self.assertEqual(len(cpus), 1, cpus)    # all on one CPU
+                    self.assertTrue(cpus.pop().isdigit())   # one CPU, not a range
                 for sock in socks:
                     sock.close()
                 server.stop()
