@@ -141,9 +141,10 @@ EXTENSIONS
                 session, kept for the next one, waiting on its socket; the
                 design to read and to extend.  loop: every session in one
                 thread, on one event loop (epoll), as Postfix's own
-                program is built; the faster of the two, as CPython hands
-                its interpreter lock from thread to thread at each
-                system call (see the README's Benchmarks).  Replies,
+                program is built; the faster of the two, as a thread
+                that waits for its client sleeps and another wakes (a
+                context switch) at each command, where the loop wakes
+                once for many (see the README's Benchmarks).  Replies,
                 captures, counters and timing are the same under both.
     --procs=N   N worker processes (1-256) serve the same endpoint, each
                 with its own sessions (under either engine), so that more

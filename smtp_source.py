@@ -2004,13 +2004,10 @@ def run_group(opts, msg, tls, run_id, start_ns):
     pipe: timeline.Collector), ends the -c line, and writes one report
     merged from theirs (each worker leaves its figures in a file of its
     own).  A worker's fatal error stops the others: exit status 1."""
-    import pickle
-    import tempfile
-
     workers = min(opts.procs, opts.sessions)
     try:
         counts = procs.SharedCounts(COUNT_NAMES)
-        results = [tempfile.TemporaryFile() for _ in range(workers)] if opts.report else None
+        results = procs.WorkerResults(workers) if opts.report else None
         collector = None
         if opts.stats_interval is not None:
             collector = timeline.Collector(workers, timeline.LineWriter(
@@ -2047,8 +2044,7 @@ def run_group(opts, msg, tls, run_id, start_ns):
                 end_report(run.report, status, ignore if channel is None else
                            lambda interval: channel.send(interval, final=True))
                 if results is not None:
-                    pickle.dump(run.report.state(), results[index])
-                    results[index].flush()
+                    results.put(index, run.report.state())
         return status
 
     output.stdout(msg)                     # before the fork: one -c warning for all
@@ -2067,13 +2063,11 @@ def run_group(opts, msg, tls, run_id, start_ns):
         report.command = opts.command
         report.run_id = run_id
         report.begin(start_ns)
-        for index, result in enumerate(results):
-            result.seek(0)
-            try:
-                report.merge(pickle.load(result))
-            except (EOFError, pickle.UnpicklingError, ValueError):
+        for index, state in results.collect():
+            if state is None:
                 msg.warning("worker %d left no figures for the report" % index)
-            result.close()
+            else:
+                report.merge(state)
         report.elapsed = (time.monotonic_ns() - start_ns) / 1e9
         report.status = status
         status = write_report(report, opts, msg, status)

@@ -13,11 +13,14 @@ shared memory made before the fork, updated under one lock.
 
 The Supervisor starts the workers, replaces one that dies (and says so),
 and stops them all on request, on SIGTERM/SIGINT, or when a worker asks
-for the whole group to end (-M, -n).
+for the whole group to end (-M, -n).  WorkerResults carries what each
+worker leaves for the first process when it ends (smtp-source's report
+figures).
 """
 
 import mmap
 import os
+import pickle
 import signal
 import sys
 import threading
@@ -25,6 +28,44 @@ import time
 import traceback
 
 MAX_PROCS = 256                 # --procs: at most so many processes
+
+
+class WorkerResults:
+    """A temporary file per worker, made before the fork: a worker put()s
+    one object in its own as it ends, the first process collect()s them."""
+
+    def __init__(self, workers):
+        import tempfile
+        self.files = []
+        try:
+            for _ in range(workers):
+                self.files.append(tempfile.TemporaryFile())
+        except OSError:
+            self.close()
+            raise
+
+    def put(self, index, value):
+        self.files[index].write(pickle.dumps(value))
+        self.files[index].flush()
+
+    def collect(self):
+        """(worker index, its object, or None if it left none), for each
+        worker; the files are closed after."""
+        try:
+            for index, result in enumerate(self.files):
+                result.seek(0)
+                try:
+                    value = pickle.load(result)
+                except (EOFError, pickle.UnpicklingError, ValueError):
+                    value = None
+                yield index, value
+        finally:
+            self.close()
+
+    def close(self):
+        for result in self.files:
+            result.close()
+        self.files = []
 
 
 class SharedCounters:

@@ -47,6 +47,26 @@ class SharedCountersTest(unittest.TestCase):
         self.assertLessEqual(seen, set(values))
 
 
+class WorkerResultsTest(unittest.TestCase):
+    def test_what_each_worker_left(self):
+        results = procs.WorkerResults(3)
+        self.addCleanup(results.close)
+        pids = []
+        for index in range(3):
+            pid = os.fork()
+            if pid == 0:
+                if index != 1:              # worker 1 dies leaving nothing
+                    results.put(index, {"worker": index, "samples": [index] * 1000})
+                os._exit(0)
+            pids.append(pid)
+        for pid in pids:
+            self.assertEqual(os.waitpid(pid, 0)[1], 0)
+        self.assertEqual(list(results.collect()), [
+            (0, {"worker": 0, "samples": [0] * 1000}), (1, None),
+            (2, {"worker": 2, "samples": [2] * 1000})])
+        self.assertEqual(results.files, [])     # closed
+
+
 class SupervisorTest(unittest.TestCase):
     def test_dead_worker_is_replaced_and_reported(self):
         err = io.BytesIO()
