@@ -51,6 +51,15 @@ class DriverCase:
         self.addCleanup(driver.close)
         return driver
 
+    def run_probes(self, steps, count):
+        """count Probes of steps started on a driver, run to their end."""
+        driver = self.driver()
+        probes = [Probe(steps) for _ in range(count)]
+        for probe in probes:
+            driver.start(probe)
+        self.assertIsNone(self.run_bounded(driver))
+        return probes
+
     def run_bounded(self, driver):
         """driver.run() to its end, bounded by a timeout; what it raised."""
         return self.run_in_background(driver)()
@@ -206,11 +215,7 @@ class ThreadDriverTest(DriverCase, unittest.TestCase):
             yield None
             barrier.wait()              # all three run at once
             me.threads.add(threading.get_ident())
-        driver = self.driver()
-        probes = [Probe(steps) for _ in range(3)]
-        for probe in probes:
-            driver.start(probe)
-        self.assertIsNone(self.run_bounded(driver))
+        probes = self.run_probes(steps, 3)
         idents = [probe.threads for probe in probes]
         self.assertTrue(all(len(each) == 1 for each in idents))
         self.assertEqual(len(set.union(*idents)), 3)
@@ -290,11 +295,7 @@ class LoopTest(DriverCase, unittest.TestCase):
             me.threads.add(threading.get_ident())
             yield None
             me.threads.add(threading.get_ident())
-        driver = self.driver()
-        probes = [Probe(steps) for _ in range(3)]
-        for probe in probes:
-            driver.start(probe)
-        self.assertIsNone(self.run_bounded(driver))
+        probes = self.run_probes(steps, 3)
         self.assertEqual(len(set.union(*(probe.threads for probe in probes))), 1)
 
     def test_make_poller_holds_one_descriptor(self):
