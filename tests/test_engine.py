@@ -4,6 +4,7 @@ runs, and a sink's memory with a thousand idle sessions."""
 
 import os
 import resource
+import selectors
 import signal
 import socket
 import subprocess
@@ -11,6 +12,7 @@ import sys
 import threading
 import time
 import unittest
+from unittest import mock
 
 from smtpcore import engine, threads
 from smtpcore.engine import PARKED, READABLE, WRITABLE
@@ -284,6 +286,28 @@ class ThreadDriverTest(DriverCase, unittest.TestCase):
             driver.make_poller()            # once only
             with socket.socket() as second:
                 self.assertEqual(second.fileno(), first.fileno() + 2)
+
+
+class ThreadDriverSelectTest(ThreadDriverTest):
+    """The same, on a selector without a poll object of its own (not
+    Linux's PollSelector): waits go through select()."""
+
+    def setUp(self):
+        super().setUp()
+        patcher = mock.patch.object(threads, "_Selector", selectors.SelectSelector)
+        patcher.start()
+        self.addCleanup(patcher.stop)
+
+    def test_waits_go_through_select(self):
+        calls = []
+        select = selectors.SelectSelector.select
+
+        def counted(selector, timeout=None):
+            calls.append(timeout)
+            return select(selector, timeout)
+        with mock.patch.object(selectors.SelectSelector, "select", counted):
+            self.test_deadline_passed()
+        self.assertTrue(calls)
 
 
 class LoopTest(DriverCase, unittest.TestCase):
