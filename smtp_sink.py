@@ -508,6 +508,7 @@ class Session(engine.Waiter):
 
     number = 0                  # the session's number (see SinkServer)
     quits = 0                   # the QUITs counted when this one was (-n)
+    end_counted = False         # -c: its end is counted (see quit_done)
     _random = None
 
     def __init__(self, server, sock, peer):
@@ -934,7 +935,7 @@ class Session(engine.Waiter):
 
     def smtp_QUIT(self, args):
         self.out.append(BYE)
-        self.quits = self.server.quit_done()
+        self.server.quit_done(self)
         raise SessionEnd("disconnect")
 
     # ---- transactions and capture files
@@ -1447,20 +1448,28 @@ class SinkServer:
 
     def session_ended(self, session):
         """A session is over: counted (first, as Postfix does, so that the
-        client sees the end after the -c line), its socket closed, its
-        slot freed."""
+        client sees the end after the -c line; unless quit_done() did),
+        its socket closed, its slot freed."""
         self.driver.forget(session.fd)
         settings, counts = self.settings, self.counts
         with counts.lock:
             counts.active -= 1
-            if settings.count and not self.stopping:
-                counts.sessions += 1
-                self.show_counters()
+            if settings.count and not self.stopping and not session.end_counted:
+                self.count_end(session)
         session.sock.close()
         self.release(session)
-        # -n: the session whose QUIT was the count-th ends the program, at
-        # its end (as in Postfix, right after its 221 was sent).
-        if not self.stopping and settings.max_quits and session.quits >= settings.max_quits:
+        self.quits_reached(session)
+
+    def count_end(self, session):
+        """-c: count the end of session (with counts.lock held)."""
+        self.counts.sessions += 1
+        session.end_counted = True
+        self.show_counters()
+
+    def quits_reached(self, session):
+        """-n: the session whose QUIT was the count-th ends the program, at
+        its end (as in Postfix, right after its 221 was sent)."""
+        if not self.stopping and 0 < self.settings.max_quits <= session.quits:
             self.stop(0)
 
     # ---- counters (-c, -M, -n)
@@ -1472,15 +1481,27 @@ class SinkServer:
         self.stdout.write(b"sess=%d quit=%d mesg=%d\r"
                           % (counts.sessions, counts.quits, counts.messages))
 
-    def quit_done(self):
-        """A QUIT is carried out: count it; returns the count (as Postfix,
-        only with -c: -n needs -c)."""
+    def quit_done(self, session):
+        """session carries out a QUIT: with -c (which -n needs), count it,
+        and the end of the session with it when the 221 goes out at once.
+        In Postfix's one thread nothing comes between a QUIT, its 221 and
+        the end of its session; here, under one hold of the lock, nothing
+        comes between them in the counts either (another session's
+        message, or the -n-th QUIT of another before this one's end)."""
         if not self.settings.count:
-            return 0
+            return
         counts = self.counts
         with counts.lock:
             counts.quits += 1
-            return counts.quits
+            session.quits = counts.quits
+            if self.stopping:
+                return
+            rest = session.send_out()       # the 221 (and what came before)
+            if rest:                        # the client is slow to read:
+                session.out = [rest]        # counted at the end, as before
+                return
+            self.count_end(session)
+        self.quits_reached(session)
 
     def message_done(self):
         """A message is complete; False when -M says to stop right now."""

@@ -302,6 +302,42 @@ class StopTest(support.BothEngines, unittest.TestCase):
         self.assertEqual(sink.stdout(), b"sess=0 quit=0 mesg=1\rsess=1 quit=1 mesg=1\r"
                                         b"sess=1 quit=1 mesg=2\r")
 
+    def test_QUIT_and_its_end_are_counted_together(self):
+        """Under threads a session's thread may be held up between its 221
+        and the end of its session (as a busy machine does); what other
+        sessions count meanwhile must not come between them, as nothing
+        can in Postfix's one thread.  -n counts the QUITs; with the end of
+        the first session counted late, the -n-th QUIT (the second) once
+        ended the program with "sess=1 quit=2", and the -c lines out of
+        order."""
+        if self.engine == "loop":
+            self.skipTest("one thread: a session held up holds up all")
+        sink = InProcessSink(self, ["-c", "-n", "2"])
+        first_at_its_end, go_on = threading.Event(), threading.Event()
+        session_ended = sink.server.session_ended
+
+        def late(session):
+            if session.number == 0:         # the first session's thread
+                first_at_its_end.set()
+                go_on.wait(support.TIMEOUT)
+            session_ended(session)
+        sink.server.session_ended = late
+        first = Client(self, sink)
+        first.expect(b"220")
+        first.send(b"QUIT\r\n")
+        first.expect(b"221")
+        self.assertTrue(first_at_its_end.wait(support.TIMEOUT))
+        second = Client(self, sink)
+        second.expect(b"220")
+        second.send(b"MAIL FROM:<a>\r\nRCPT TO:<b>\r\nDATA\r\nx\r\n.\r\nQUIT\r\n")
+        for prefix in (b"250", b"250", b"354", b"250", b"221"):
+            second.expect(prefix)
+        second.eof()
+        go_on.set()
+        self.assertEqual(sink.wait(), 0)
+        self.assertEqual(sink.stdout(), b"sess=1 quit=1 mesg=0\rsess=1 quit=1 mesg=1\r"
+                                        b"sess=2 quit=2 mesg=1\r")
+
     def test_M_sends_the_replies_already_due(self):
         # Pipelined up to the last message's end: the replies before it go
         # out, the "." gets none (Postfix drops them all from its buffer: a
