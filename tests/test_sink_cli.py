@@ -174,10 +174,43 @@ def wait_listening(proc):
     return found[0] if proc.poll() is None else None
 
 
+# The system calls in which a sink waits for clients, by machine: a sink
+# there has written all it says as it starts (-v: "chroot (none) user
+# nobody" comes after the listening socket).
+WAITING_CALLS = {
+    "x86_64": {7, 23, 232, 270, 271, 281, 441},   # poll select epoll_wait pselect6
+                                                  # ppoll epoll_pwait epoll_pwait2
+    "aarch64": {22, 72, 73, 441},                 # epoll_pwait pselect6 ppoll epoll_pwait2
+}
+
+
+def wait_waiting(proc):
+    """Wait until proc's main thread waits for clients (or proc ended).
+    Where /proc/PID/syscall cannot tell (another machine, no permission),
+    listening is all there is to wait for."""
+    import platform
+    calls = WAITING_CALLS.get(platform.machine())
+
+    def waiting():
+        try:
+            with open("/proc/%d/syscall" % proc.pid) as f:
+                call = f.read().split()[0]
+        except (OSError, IndexError):
+            return None
+        return call.isdigit() and int(call) in calls
+    if calls is None or waiting() is None:
+        return
+    support.wait_until(lambda: proc.poll() is not None or waiting(),
+                       what="pid %d to wait for clients" % proc.pid)
+
+
 def start(procs, program, args):
-    """Start a sink that must listen; returns (listeners, Outcome after stop)."""
+    """Start a sink that must listen; returns (listeners, Outcome after
+    stop), stopped once it waits for clients."""
     proc = procs.popen(program, args)
     bound = wait_listening(proc)
+    if bound is not None:
+        wait_waiting(proc)
     return bound, stop(proc)
 
 
