@@ -509,6 +509,7 @@ class Session(engine.Waiter):
     number = 0                  # the session's number (see SinkServer)
     quits = 0                   # the QUITs counted when this one was (-n)
     end_counted = False         # -c: its end is counted (see quit_done)
+    ends_program = False        # -n: its QUIT was the count-th
     _random = None
 
     def __init__(self, server, sock, peer):
@@ -1458,19 +1459,16 @@ class SinkServer:
                 self.count_end(session)
         session.sock.close()
         self.release(session)
-        self.quits_reached(session)
+        # -n: the session whose QUIT was the count-th ends the program, at
+        # its end (as in Postfix, right after its 221 was sent).
+        if session.ends_program:
+            self.stop(0)
 
     def count_end(self, session):
         """-c: count the end of session (with counts.lock held)."""
         self.counts.sessions += 1
         session.end_counted = True
         self.show_counters()
-
-    def quits_reached(self, session):
-        """-n: the session whose QUIT was the count-th ends the program, at
-        its end (as in Postfix, right after its 221 was sent)."""
-        if not self.stopping and 0 < self.settings.max_quits <= session.quits:
-            self.stop(0)
 
     # ---- counters (-c, -M, -n)
 
@@ -1483,11 +1481,13 @@ class SinkServer:
 
     def quit_done(self, session):
         """session carries out a QUIT: with -c (which -n needs), count it,
-        and the end of the session with it when the 221 goes out at once.
-        In Postfix's one thread nothing comes between a QUIT, its 221 and
-        the end of its session; here, under one hold of the lock, nothing
-        comes between them in the counts either (another session's
-        message, or the -n-th QUIT of another before this one's end)."""
+        and the end of the session with it.  In Postfix's one thread
+        nothing comes between a QUIT, its 221 and the end of its session;
+        here nothing comes between them in the counts either (another
+        session's message, or the -n-th QUIT of another before this one's
+        end), as both are counted under one hold of the lock, before the
+        221 goes out.  With the -n-th QUIT nothing more is counted, and the
+        program ends with the session (session_ended())."""
         if not self.settings.count:
             return
         counts = self.counts
@@ -1496,12 +1496,10 @@ class SinkServer:
             session.quits = counts.quits
             if self.stopping:
                 return
-            rest = session.send_out()       # the 221 (and what came before)
-            if rest:                        # the client is slow to read:
-                session.out = [rest]        # counted at the end, as before
-                return
             self.count_end(session)
-        self.quits_reached(session)
+            if 0 < self.settings.max_quits <= session.quits:
+                session.ends_program = True
+                self.stopping = True
 
     def message_done(self):
         """A message is complete; False when -M says to stop right now."""
@@ -1640,6 +1638,11 @@ class ThreadingSinkServer(PooledThreadingMixIn, socketserver.BaseServer, SinkSer
                     elif key.fileobj == self.room_r:
                         drain(self.room_r)
 
+    def wakeup_fd(self):
+        """Where a signal writes a byte to wake the accepting thread (see
+        watch_signals()): the room pipe, which it drains."""
+        return self.room_w
+
     def accept_connections(self):
         """Take the connections waiting, while there is room."""
         for _ in range(ACCEPT_BATCH):
@@ -1712,6 +1715,11 @@ class LoopSinkServer(SinkServer, engine.Waiter):
         self.driver.start(self)
         self.driver.run()
 
+    def wakeup_fd(self):
+        """Where a signal writes a byte to wake the loop (see
+        watch_signals()): the loop's own wake-up pipe."""
+        return self.driver.wakeup_fd()
+
     def accept_connections(self):
         """The listener's session: take connections while there is room."""
         max_sessions, session_class = self.settings.max_sessions, self.session_class
@@ -1753,6 +1761,15 @@ class LoopSinkServer(SinkServer, engine.Waiter):
         self.driver.close()
         if self.stats is not None:
             self.stats.close()
+
+
+def watch_signals(server):
+    """Have a signal wake the thread that runs server.serve() (the main
+    one).  Python runs a handler between two steps of that thread; a
+    signal that comes just before the thread goes to wait in its poller
+    would otherwise wait with it for the next event (a sink once slept on
+    after SIGTERM).  The signal's byte wakes the poller."""
+    signal.set_wakeup_fd(server.wakeup_fd(), warn_on_full_buffer=False)
 
 
 def new_server(settings, listener, msg, group=None, stdout=None, worker=None):
@@ -1809,10 +1826,12 @@ def serve_group(settings, listeners, msg, group):
                             worker=index)
         signal.signal(signal.SIGTERM, lambda signum, frame: server.stop(None))
         signal.signal(signal.SIGINT, lambda signum, frame: server.stop(None))
+        watch_signals(server)
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)    # the parent's signal
         try:
             status = server.serve_sessions()
         finally:
+            signal.set_wakeup_fd(-1)        # before its pipe is closed
             server.server_close()
         if status == 0:                 # -M or -n: the group's total is reached
             supervisor.request_finish()
@@ -2196,6 +2215,7 @@ def main(argv=None, prog=None):
             signal.signal(signal.SIGTERM, on_term)
             if server.stats is not None:
                 signal.signal(signal.SIGUSR1, lambda signum, frame: server.request_report())
+            watch_signals(server)
         return server.serve_sessions()
     except ShowHelp:
         output.stdout(msg).write(help_text(msg.prog).encode("utf-8", "surrogateescape"))
@@ -2206,6 +2226,8 @@ def main(argv=None, prog=None):
         return 130
     finally:
         if server is not None:
+            if threading.current_thread() is threading.main_thread():
+                signal.set_wakeup_fd(-1)    # before its pipe is closed
             server.server_close()
         if terminated:
             signal.signal(terminated[0], signal.SIG_DFL)

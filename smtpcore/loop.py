@@ -122,6 +122,11 @@ class Loop:
             except OSError:
                 pass
 
+    def wakeup_fd(self):
+        """The write end of the wake-up pipe (-1: not wakeable); a byte
+        written there wakes the poller (see Python's signal.set_wakeup_fd)."""
+        return self._wake_w
+
     def close(self):
         if self.poller is not None and self.epoll:
             self.poller.close()
