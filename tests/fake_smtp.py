@@ -344,8 +344,9 @@ POSTFIX = "postfix"
 class Result:
     """One run of a tool: exit status, output, and what the server saw."""
 
-    def __init__(self, proc, stdout, stderr, elapsed, connections):
+    def __init__(self, proc, stdout, stderr, elapsed, connections, started=None):
         self.pid = proc.pid
+        self.started = started     # time.monotonic() just before it was started
         self.rc = proc.returncode
         self.stdout = stdout
         self.stderr = stderr
@@ -381,7 +382,7 @@ def run_tool(tool, args, server=None, timeout=support.TIMEOUT, cwd=None):
             proc.communicate()
     elapsed = time.monotonic() - started
     connections = server.settle() if server is not None else []
-    return Result(proc, stdout, stderr, elapsed, connections)
+    return Result(proc, stdout, stderr, elapsed, connections, started)
 
 
 def run_both(test, args, replies=None, family="inet", lmtp=False, cwd=None):
