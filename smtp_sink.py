@@ -507,7 +507,6 @@ class Session(engine.Waiter):
     """
 
     number = 0                  # the session's number (see SinkServer)
-    quits = 0                   # the QUITs counted when this one was (-n)
     end_counted = False         # -c: its end is counted (see quit_done)
     ends_program = False        # -n: its QUIT was the count-th
     _random = None
@@ -1493,11 +1492,10 @@ class SinkServer:
         counts = self.counts
         with counts.lock:
             counts.quits += 1
-            session.quits = counts.quits
             if self.stopping:
                 return
             self.count_end(session)
-            if 0 < self.settings.max_quits <= session.quits:
+            if 0 < self.settings.max_quits <= counts.quits:
                 session.ends_program = True
                 self.stopping = True
 

@@ -589,6 +589,8 @@ class Run:
                                             # next_number: -N
         self.connecting = collections.deque()   # sessions, in turn to connect
         self.sockets = set()
+        self.sockets_made = 0               # ... ever (see connect_done)
+        self.made = threading.Condition(self.lock)
         self.helo_verb = "LHLO" if opts.lmtp else "HELO"
         self.helo = self.helo_verb.encode() + b" " + opts.myhostname
         self.helo_stage = Stage("sending " + self.helo_verb, "helo")
@@ -658,19 +660,22 @@ class Run:
             return random.randint(0, opts.random_delay)
         return opts.fixed_delay
 
-    def queue_to_connect(self, session):
-        """Put session in the queue of connection attempts (one in the
-        whole program at a time, in the order of the queue)."""
+    def queue_to_connect(self, sessions):
+        """Put sessions in the queue of connection attempts (one in the
+        whole program at a time, in the order of the queue), before they
+        start (connect_turn() queues a session that was not)."""
         with self.lock:
-            if not session.queued:
+            for session in sessions:
                 session.queued = True
                 self.connecting.append(session)
 
     def connect_turn(self, session):
         """True when session may try to connect now; else it is to wait
         (PARKED) until connect_done() wakes it."""
-        self.queue_to_connect(session)
         with self.lock:
+            if not session.queued:
+                session.queued = True
+                self.connecting.append(session)
             session.parked = self.connecting[0] is not session
             return not session.parked
 
@@ -681,12 +686,21 @@ class Run:
         with self.lock:
             self.connecting.popleft().queued = False
             following = self.connecting[0] if self.connecting else None
-            if following is not None and following.parked:
+            parked = following is not None and following.parked
+            if parked:
                 following.parked = False
-            else:
-                following = None
-        if following is not None:
+            made = self.sockets_made
+        if parked:
             self.driver.wake(following)
+        if following is not None and self.driver.engine == "threads":
+            # In Postfix's one thread the next socket is made before this
+            # session goes on, and its number shows in the Message-Ids
+            # (-s 5 -m 2: descriptors 3 and 5).  A thread that ran on
+            # through its whole conversation first would free descriptor 3
+            # for the next one.  (The loop does as Postfix.)
+            with self.lock:
+                self.made.wait_for(lambda: self.sockets_made > made or self.driver.stopped,
+                                   timeout=1.0)
 
     def session_over(self):
         """A session ended; after the last, the ticker (if any) ends too."""
@@ -704,6 +718,8 @@ class Run:
     def opened(self, sock):
         with self.lock:
             self.sockets.add(sock)
+            self.sockets_made += 1
+            self.made.notify_all()
 
     def closed(self, sock):
         with self.lock:
@@ -1889,11 +1905,12 @@ def run_sessions(run, claims, start_ns, emit):
     run.start_ns = start_ns
     started = [session_class(run, seq) for seq in claims if seq is not None]
     run.live = len(started)
+    if not started:                     # (a --procs worker may have none)
+        return
     if report is not None:
         run.ticker = timeline.Ticker(report, emit, run.active)
         run.driver.start(run.ticker)
-    for session in started:             # they connect in this order
-        run.queue_to_connect(session)
+    run.queue_to_connect(started)       # they connect in this order
     for session in started:
         run.driver.start(session)
     run.driver.run()
@@ -2010,8 +2027,8 @@ def run_group(opts, msg, tls, run_id, start_ns):
         results = procs.WorkerResults(workers) if opts.report else None
         collector = None
         if opts.stats_interval is not None:
-            collector = timeline.Collector(workers, timeline.LineWriter(
-                opts.stats_fd, opts.stats_path, msg, start_ns))
+            writer = timeline.LineWriter(opts.stats_fd, opts.stats_path, msg, start_ns)
+            collector = timeline.Collector(workers, writer, intervals=opts.stats_interval > 0)
     except (OSError, ImportError) as err:   # no /dev/shm, no writable TMPDIR
         msg.fatal("--procs: %s" % err)
     counts.remaining, counts.next_number = opts.messages, 1
@@ -2023,6 +2040,12 @@ def run_group(opts, msg, tls, run_id, start_ns):
         raise Stopped()
 
     def worker(index):
+        try:
+            return work(index)
+        except Stopped:     # a SIGTERM before the run began, or as it ended
+            return 1
+
+    def work(index):
         signal.signal(signal.SIGTERM, stop)
         channel = collector.channel(index) if collector is not None else None
         run = Run(opts, msg, Content(opts, os.getpid()), counts, worker=index)

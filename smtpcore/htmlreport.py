@@ -432,18 +432,12 @@ def latency_chart(records, phase):
 def histogram_chart(data, phase):
     """The phase's final histogram in sketch bars over a log axis of ms."""
     state = data["histograms"]["phases"][phase]
-    bars = {}
-    for index, count in state["buckets"]:
-        low, _ = latency.bucket_range(index)
-        bucket = latency.sketch_bucket(low)
-        bars[bucket] = bars.get(bucket, 0) + count
     spans = []
-    for bucket, count in sorted(bars.items()):
+    for bucket, count in sorted(latency.sketch_counts(state["buckets"]).items()):
         low, high = latency.bucket_range(bucket, latency.SKETCH_BITS)
         spans.append((max(low, 1) / 1e6, (high + 1) / 1e6, count))
     low = 10 ** math.floor(math.log10(spans[0][0]))
     high = 10 ** math.ceil(math.log10(spans[-1][1]))
-    frame = Frame(NARROW, (math.log10(low), math.log10(high)), (0, 1))
     top = max(count for _, _, count in spans)
     y_ticks = nice_ticks(0, top * 1.05, 4)
     frame = Frame(NARROW, (math.log10(low), math.log10(high)), (0, y_ticks[-1]))

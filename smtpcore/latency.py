@@ -83,6 +83,15 @@ def add_sketches(sketches):
     return _dense(total)
 
 
+def sketch_counts(used):
+    """{sketch bucket: count} of a histogram's (index, count) pairs."""
+    counts = {}
+    for index, number in used:
+        bucket = sketch_bucket(bucket_range(index)[0])
+        counts[bucket] = counts.get(bucket, 0) + number
+    return counts
+
+
 def _dense(counts):
     """A sketch from {bucket: count}."""
     if not counts:
@@ -188,11 +197,7 @@ class Histogram:
 
     def sketch(self):
         """This histogram in the coarse buckets of a sketch (see above)."""
-        counts = {}
-        for index, number in self.used():
-            bucket = sketch_bucket(bucket_range(index)[0])
-            counts[bucket] = counts.get(bucket, 0) + number
-        return _dense(counts)
+        return _dense(sketch_counts(self.used()))
 
     def merge(self, state):
         """Count the values of another histogram (its state()) too."""

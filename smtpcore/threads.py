@@ -168,6 +168,14 @@ class ThreadDriver:
                     wanted = steps.send(value)
                 except StopIteration:
                     return
+        except BaseException as error:
+            # Kept before the session counts as ended: run() must not see
+            # the last session gone and no failure (exit status 0 after a
+            # fatal error).  fail() then stops the rest.
+            with self.lock:
+                if self.failure is None:
+                    self.failure = error
+            raise
         finally:
             with self.lock:
                 self.running.pop(session, None)

@@ -301,9 +301,11 @@ class Collector:
     writes one line per slot once each worker still running has got past
     it, the last one ("exit") when all have ended."""
 
-    def __init__(self, workers, writer):
+    def __init__(self, workers, writer, intervals=True):
+        """intervals: False with --stats=0 (the "exit" line only)."""
         self.pipes = [os.pipe() for _ in range(workers)]
         self.writer = writer
+        self.intervals = intervals
         self.thread = None
 
     def channel(self, index):
@@ -367,6 +369,21 @@ class Collector:
         returns the last Interval written, its slot None if it was the
         "exit" line."""
         written = None
+        if not self.intervals:          # the workers' last lines, as one
+            if running:
+                return None
+            group = []
+            for index, queue in pending.items():
+                for interval, _ in queue:
+                    totals[index] = interval.totals
+                    group.append(interval)
+                queue.clear()
+            if not group:
+                return None
+            written = Interval.combine(group, add_totals(totals.values()))
+            self.writer.write(written, "exit")
+            written.slot = None
+            return written
         while True:
             heads = {index: queue[0] for index, queue in pending.items() if queue}
             if not heads or any(index not in heads for index in running):

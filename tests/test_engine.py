@@ -223,6 +223,28 @@ class ThreadDriverTest(DriverCase, unittest.TestCase):
         self.assertEqual(len(set.union(*idents)), 3)
         self.assertNotIn(main, set.union(*idents))
 
+    def test_a_failure_is_kept_before_its_session_ends(self):
+        # run() once saw the failed session gone before fail() had kept
+        # its exception, and returned as if all went well (smtp-source:
+        # a fatal line, and exit status 0).  fail() comes late here.
+        driver = self.driver()
+        fail, released = driver.fail, threading.Event()
+
+        def late_fail(error):
+            released.wait(support.TIMEOUT)
+            fail(error)
+        driver.fail = late_fail
+
+        def steps(me):
+            yield None
+            raise ValueError("boom")
+        driver.start(Probe(steps))
+        try:
+            outcome = self.run_bounded(driver)
+        finally:
+            released.set()
+        self.assertIsInstance(outcome, ValueError)
+
     def test_session_threads_leave_signals_to_the_main_thread(self):
         """Python runs signal handlers in the main thread; a SIGTERM taken
         by a session thread would not wake a main thread waiting in its

@@ -458,12 +458,18 @@ class SweepBase(unittest.TestCase):
     def starts(self, cases):
         """Every case must make both programs listen on the same addresses."""
         support.need_postfix()
-        ports = free_ports(len(cases))
-        lines = [self.fill(case, port) for case, port in zip(cases, ports)]
-        jobs = [(program, args) for args in lines for program in ("postfix", "ours")]
-        results = parallel(lambda job: start(self.procs, *job), jobs)
-        for i, args in enumerate(lines):
-            (their_bound, theirs), (our_bound, ours) = results[2 * i], results[2 * i + 1]
+
+        def both(case):
+            # The port is taken just before the two start (both at once, on
+            # it): a port found free long before may be another test's by then.
+            args = self.fill(case, free_ports(1)[0])
+            with concurrent.futures.ThreadPoolExecutor(2) as pool:
+                results = list(pool.map(lambda program: start(self.procs, program, args),
+                                        ("postfix", "ours")))
+            return args, results
+        with concurrent.futures.ThreadPoolExecutor(PARALLEL // 2) as pool:
+            outcomes = list(pool.map(both, cases))      # PARALLEL programs at once
+        for args, ((their_bound, theirs), (our_bound, ours)) in outcomes:
             with self.subTest(args=args):
                 self.assertIsNotNone(their_bound, "Postfix did not start: %r" % theirs)
                 self.assertIsNotNone(our_bound, "ours did not start: %r" % ours)

@@ -90,6 +90,24 @@ class ProcsTest(support.BothEngines, unittest.TestCase):
         self.assertEqual(report["replies"], served)
         self.assertEqual(set(report["errors"].values()), {0})
 
+    def test_a_worker_without_a_message(self):
+        # -s 4 -m 2 --procs=4: two workers get no message; with a report,
+        # their ticker once kept them (and the run) going for ever.
+        result = self.run_source(["--procs=4", "-s", "4", "-m", "2", "--report=json"])
+        self.assertEqual((result.rc, result.stderr), (0, b""))
+        report = json.loads(result.stdout)
+        self.assertEqual((report["sessions"], report["messages"]), (2, 2))
+        self.assertEqual(len(result.connections), 2)
+
+    def test_stats_0_gives_the_exit_line_only(self):
+        # Workers that end at different times: still one line, "exit",
+        # with all the messages (an "interval" line came first once).
+        result = self.run_source(["--procs=2", "-s", "2", "-m", "4", "--rate=3/s",
+                                  "--stats=0"])
+        self.assertEqual(result.rc, 0, result)
+        lines = [json.loads(line) for line in result.stderr.splitlines()]
+        self.assertEqual([(line["event"], line["messages"]) for line in lines], [("exit", 4)])
+
     def test_rate_is_kept_by_the_group(self):
         # Message k is not due before start + k/rate, whichever process has it.
         result = self.run_source(["--procs=2", "-s", "4", "-m", "21", "-d", "--rate=40/s"])

@@ -74,7 +74,7 @@ class TickTests(unittest.TestCase):
         sys.setswitchinterval(1e-6)         # threads take turns as often as can be
         self.addCleanup(sys.setswitchinterval, switch)
         tallies = [report.tally() for _ in range(sessions)]
-        go = threading.Event()
+        go, ticked = threading.Event(), threading.Event()
 
         def session(tally):
             append = tally.appenders[MESSAGE]
@@ -84,6 +84,8 @@ class TickTests(unittest.TestCase):
                 tally.messages += 1
                 if value % 3000 == 0:
                     report.absorb(tally)        # as transaction_done does now and then
+                if value == per_session // 2:   # half way: not before some ticks
+                    ticked.wait(10)             # (a busy machine may hold the ticker back)
         threads = [threading.Thread(target=session, args=(tally,)) for tally in tallies]
         for thread in threads:
             thread.start()
@@ -92,6 +94,8 @@ class TickTests(unittest.TestCase):
         while any(thread.is_alive() for thread in threads):
             slot += 1
             intervals.append(report.tick(report.start_ns + slot * SECOND // 1000, slot))
+            if slot == 3:
+                ticked.set()
         for thread in threads:
             thread.join(10)
         intervals.append(report.last_tick(report.start_ns + (slot + 1) * SECOND // 1000))
