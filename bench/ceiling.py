@@ -1,22 +1,28 @@
 #!/usr/bin/env python3
-"""The ceiling of a thread per session: the least a threaded sink can do.
+"""The ceiling of each engine: the least a sink in Python can do.
 
     python3 bench/ceiling.py [--rounds N] [--messages N]
 
-A sink of a few lines, a thread per connection, that answers Postfix's
-smtp-source -s 20 -d and nothing else (no options, no limits, no
-timeouts), its threads kept to one CPU as smtp_sink.py's are, waiting for
-its client in one of two ways: in recv() itself ("block"), or in poll()
-before a recv() ("poll", as our threads engine must, to keep a deadline
-and to be stopped).  It runs, in turn, beside our sink under both
-engines and Postfix's smtp-sink, and prints messages per second (the
-median of the rounds) and the ratio to Postfix.  What the sketch cannot
-beat, ours cannot either: it shows what bounds the design (README,
-Benchmarks), not a speed of ours.  Not a test, not shipped.
+A sink of a few lines that answers Postfix's smtp-source -s 20 -d and
+nothing else (no options, no limits, no timeouts), in three shapes:
+
+    block   a thread per connection, waiting for its client in recv()
+    poll    the same, waiting in poll() before a recv() (as our threads
+            engine must, to keep a deadline and to be stopped)
+    loop    one thread, one epoll loop for every connection (as our
+            --engine=loop)
+
+The threads are kept to one CPU, as smtp_sink.py's are.  The sketches
+run, in turn, beside our sink under both engines and Postfix's
+smtp-sink, and it prints messages per second (the median of the rounds)
+and the ratio to Postfix.  What a sketch cannot beat, ours cannot
+either: it shows what bounds each design (README, Benchmarks), not a
+speed of ours.  Not a test, not shipped.
 """
 
 import argparse
 import os
+import select
 import socket
 import statistics
 import subprocess
@@ -30,20 +36,50 @@ sys.path.insert(0, os.path.dirname(HERE))
 from bench import POSTFIX_SOURCE, Sink, free_port  # noqa: E402
 from tests.support import listening, wait_until  # noqa: E402
 
+GREETING = b"220 sketch ESMTP\r\n"
 REPLIES = {b"HELO": b"250 sketch\r\n", b"EHLO": b"250 sketch\r\n",
            b"DATA": b"354 End data with <CR><LF>.<CR><LF>\r\n", b"QUIT": b"221 Bye\r\n"}
 
 
+class Talk:
+    """One SMTP session's state, as little as smtp-source -d needs."""
+
+    def __init__(self):
+        self.pending, self.in_data = b"", False
+
+    def answer(self, data):
+        """The replies to the bytes that came in (b"": none yet)."""
+        pending = self.pending + data
+        replies = []
+        while True:
+            if self.in_data:
+                end = pending.find(b"\r\n.\r\n")
+                if end < 0:
+                    pending = pending[-4:]
+                    break
+                pending, self.in_data = pending[end + 5:], False
+                replies.append(b"250 2.0.0 Ok: queued\r\n")
+                continue
+            end = pending.find(b"\n")
+            if end < 0:
+                break
+            verb, pending = pending[:4].upper(), pending[end + 1:]
+            replies.append(REPLIES.get(verb, b"250 2.1.0 Ok\r\n"))
+            if verb == b"DATA":
+                self.in_data, pending = True, b"\r\n" + pending
+        self.pending = pending
+        return b"".join(replies)
+
+
 def converse(conn, blocking):
-    """One SMTP session, as little as smtp-source -d needs."""
+    """One SMTP session in a thread of its own."""
     waiter = None
     if not blocking:
-        import select
         conn.setblocking(False)
         waiter = select.poll()
         waiter.register(conn, select.POLLIN)
-    conn.sendall(b"220 sketch ESMTP\r\n")
-    pending, in_data = b"", False
+    conn.sendall(GREETING)
+    talk = Talk()
     while True:
         if waiter is not None:
             waiter.poll()
@@ -55,33 +91,13 @@ def converse(conn, blocking):
             continue
         if not data:
             return
-        pending += data
-        replies = []
-        while True:
-            if in_data:
-                end = pending.find(b"\r\n.\r\n")
-                if end < 0:
-                    pending = pending[-4:]
-                    break
-                pending, in_data = pending[end + 5:], False
-                replies.append(b"250 2.0.0 Ok: queued\r\n")
-                continue
-            end = pending.find(b"\n")
-            if end < 0:
-                break
-            verb, pending = pending[:4].upper(), pending[end + 1:]
-            replies.append(REPLIES.get(verb, b"250 2.1.0 Ok\r\n"))
-            if verb == b"DATA":
-                in_data, pending = True, b"\r\n" + pending
+        replies = talk.answer(data)
         if replies:
-            conn.sendall(b"".join(replies))
+            conn.sendall(replies)
 
 
-def serve(port, blocking):
-    """The sketch's own process: accept forever, a thread each."""
-    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-    listener = socket.create_server(("127.0.0.1", port), backlog=1024)
-
+def serve_threads(listener, blocking):
+    """Accept forever, a thread each."""
     def session(conn):
         with conn:
             converse(conn, blocking)
@@ -90,13 +106,60 @@ def serve(port, blocking):
         threading.Thread(target=session, args=(conn,), daemon=True).start()
 
 
+def serve_loop(listener):
+    """Every connection in one epoll loop (a reply that does not fit in
+    the socket's buffer is not waited for: smtp-source's never fill it)."""
+    listener.setblocking(False)
+    poller = select.epoll()
+    poller.register(listener, select.EPOLLIN)
+    talks = {}
+    lfd = listener.fileno()
+    while True:
+        for fd, _ in poller.poll():
+            if fd == lfd:
+                try:
+                    conn, _ = listener.accept()
+                except BlockingIOError:
+                    continue
+                conn.setblocking(False)
+                conn.send(GREETING)
+                talks[conn.fileno()] = (conn, Talk())
+                poller.register(conn, select.EPOLLIN)
+                continue
+            conn, talk = talks[fd]
+            try:
+                data = conn.recv(65536)
+            except BlockingIOError:
+                continue
+            except ConnectionError:
+                data = b""
+            if not data:
+                poller.unregister(fd)
+                del talks[fd]
+                conn.close()
+                continue
+            replies = talk.answer(data)
+            if replies:
+                conn.send(replies)
+
+
+def serve(port, shape):
+    """The sketch's own process."""
+    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    listener = socket.create_server(("127.0.0.1", port), backlog=1024)
+    if shape == "loop":
+        serve_loop(listener)
+    else:
+        serve_threads(listener, shape == "block")
+
+
 class Sketch:
     """The sketch in a process of its own, stopped by PID."""
 
-    def __init__(self, blocking):
+    def __init__(self, shape):
         self.port = free_port()
         self.proc = subprocess.Popen([sys.executable, __file__, "--serve", str(self.port),
-                                      "block" if blocking else "poll"])
+                                      shape])
         wait_until(lambda: listening(("127.0.0.1", self.port), socket.AF_INET),
                    timeout=30, what="sketch")
 
@@ -112,9 +175,10 @@ def main():
     parser.add_argument("--serve", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(int(args.serve[0]), args.serve[1] == "block")
+        serve(int(args.serve[0]), args.serve[1])
         return
-    kinds = {"sketch/block": lambda: Sketch(True), "sketch/poll": lambda: Sketch(False),
+    kinds = {"sketch/block": lambda: Sketch("block"), "sketch/poll": lambda: Sketch("poll"),
+             "sketch/loop": lambda: Sketch("loop"),
              "ours": lambda: Sink("ours", [], ""), "ours-loop": lambda: Sink("ours-loop", [], ""),
              "postfix": lambda: Sink("postfix", [], "")}
     rates = {kind: [] for kind in kinds}
