@@ -107,15 +107,23 @@ def sketch_percentiles(sketch, fractions, high=None):
     if not sketch:
         return [None] * len(fractions)
     counts = sketch[1:]
-    total = sum(counts)
+
+    def middle(index):
+        low, top = bucket_range(index, SKETCH_BITS)
+        return (low + top) // 2 if high is None else min(high, (low + top) // 2)
+    return _at_ranks(enumerate(counts, sketch[0]), sum(counts), fractions, middle)
+
+
+def _at_ranks(used, total, fractions, middle):
+    """middle(index) of the bucket that holds each (ascending) fraction's
+    rank among total values, used being the (index, count) of the buckets
+    in order; shorter than fractions if used runs out first."""
     ranks = [max(1, -(-int(fraction * total * 1000000) // 1000000)) for fraction in fractions]
     found, seen = [], 0
-    for index, count in enumerate(counts, sketch[0]):
+    for index, count in used:
         seen += count
         while len(found) < len(ranks) and seen >= ranks[len(found)]:
-            low, top = bucket_range(index, SKETCH_BITS)
-            middle = (low + top) // 2
-            found.append(middle if high is None else min(high, middle))
+            found.append(middle(index))
         if len(found) == len(ranks):
             break
     return found
@@ -232,22 +240,15 @@ class Histogram:
         """percentile() of each of the (ascending) fractions, in one pass."""
         if self._max < 0:
             return [None] * len(fractions)
-        count = self.count
-        ranks = [max(1, -(-int(fraction * count * 1000000) // 1000000))
-                 for fraction in fractions]
-        found = []
-        seen = 0
-        for index, number in self.used():
-            seen += number
-            while len(found) < len(ranks) and seen >= ranks[len(found)]:
-                if index == BUCKETS - 1:        # the overflow bucket: no middle
-                    found.append(self._max)
-                    continue
-                low, high = bucket_range(index)
-                found.append(min(self._max, max(self._min, (low + high) // 2)))
-            if len(found) == len(ranks):
-                break
-        return found + [self._max] * (len(ranks) - len(found))
+        lowest, highest = self._min, self._max
+
+        def middle(index):
+            if index == BUCKETS - 1:        # the overflow bucket: no middle
+                return highest
+            low, high = bucket_range(index)
+            return min(highest, max(lowest, (low + high) // 2))
+        found = _at_ranks(self.used(), self.count, fractions, middle)
+        return found + [highest] * (len(fractions) - len(found))
 
     def octaves(self):
         """[(low, high, count)] per power of two from min to max: the rows

@@ -35,7 +35,7 @@ import threading
 import time
 
 from smtpcore.latency import SUB_BUCKETS, Histogram, SparseHistogram, bar_chart
-from smtpcore.timeline import COUNTS, Interval, Timeline, ms
+from smtpcore.timeline import COUNTS, Interval, Timeline, ms, wall_clock
 
 # The phases of a session (see REPORT in smtp_source.py).
 PHASES = ("connect", "tls", "greeting", "helo", "starttls", "mail", "rcpt", "data",
@@ -99,7 +99,7 @@ class Report:
     def begin(self, start_ns):
         """The run starts at start_ns (monotonic): the zero of its timeline."""
         self.start_ns = self.last_ns = start_ns
-        self.started = time.time() - (time.monotonic_ns() - start_ns) / 1e9
+        self.started = wall_clock(start_ns)
 
     def tally(self):
         """A new session's own tally."""

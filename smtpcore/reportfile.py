@@ -24,6 +24,7 @@ What may differ is what only paces or names a run: the endpoint, -s,
 Every failure is a BadReport, whose text names the report.
 """
 
+import collections
 import json
 
 from smtpcore.latency import BUCKETS, MAX_VALUE, SUB_BUCKETS
@@ -37,9 +38,14 @@ class BadReport(Exception):
     """A report that cannot be read or merged (the message says why)."""
 
 
+# A report read back: its name (for messages), its JSON, and that as
+# Report.merge() takes it (made once, by the checks of load()).
+Loaded = collections.namedtuple("Loaded", "name data state")
+
+
 def load(name, stream):
     """The report in stream (a binary file; name: for messages), parsed
-    and checked: (name, data)."""
+    and checked: a Loaded."""
     try:
         data = json.loads(stream.read().decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as err:
@@ -59,10 +65,10 @@ def load(name, stream):
         raise BadReport("%s: histograms with other buckets than ns, %d per power of two"
                         % (name, SUB_BUCKETS))
     try:
-        state(data)                 # every number where it belongs
+        merged = state(data)        # every number where it belongs
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
         raise BadReport("%s: malformed report: %s" % (name, describe(err)))
-    return name, data
+    return Loaded(name, data, merged)
 
 
 def describe(err):
@@ -150,11 +156,11 @@ def state(data):
 
 
 def merge(reports, opts):
-    """The Report of all reports [(name, data)] (loaded by load());
-    opts: Options for the Report (its format)."""
-    first_name, first = reports[0]
+    """The Report of all reports [Loaded] (see load()); opts: Options for
+    the Report (its format)."""
+    first_name, first, _ = reports[0]
     seen = {}
-    for name, data in reports:
+    for name, data, _ in reports:
         if data["settings"] != first["settings"]:
             raise BadReport("%s: not the same settings as %s: %s" % (
                 name, first_name, differences(data["settings"], first["settings"], first_name)))
@@ -163,21 +169,21 @@ def merge(reports, opts):
                 raise BadReport("%s: run %s is in %s too (the same report twice?)"
                                 % (name, source["id"], seen[source["id"]]))
             seen[source["id"]] = name
-    started = min(data["started"] for _, data in reports)
+    started = min(data["started"] for _, data, _ in reports)
     merged = Report(opts)
     merged.settings = first["settings"]
     merged.started = started
-    merged.ended = max(data["ended"] for _, data in reports)
+    merged.ended = max(data["ended"] for _, data, _ in reports)
     merged.elapsed = merged.ended - started
-    merged.status = max(data["status"] for _, data in reports)
-    rates = [data["rate"] for _, data in reports]
+    merged.status = max(data["status"] for _, data, _ in reports)
+    rates = [data["rate"] for _, data, _ in reports]
     merged.rate = None if None in rates else sum(rates)
-    merged.sources = [source for _, data in reports for source in data["sources"]]
+    merged.sources = [source for _, data, _ in reports for source in data["sources"]]
     if len(reports) == 1 and first["integrity"] is not None:
         merged.run_id = first["integrity"]["run"].encode()
         merged.integrity_count = first["integrity"]["count"]
-    for _, data in reports:
-        merged.merge(state(data), offset=data["started"] - started)
+    for _, data, data_state in reports:
+        merged.merge(data_state, offset=data["started"] - started)
     return merged
 
 

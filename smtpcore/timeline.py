@@ -44,6 +44,12 @@ def ms(value):
     return None if value is None else round(value / 1e6, 3)
 
 
+def wall_clock(when_ns):
+    """A moment of time.monotonic_ns() as Unix time (the run's start, for
+    the report's "started" and the --stats lines' "time")."""
+    return time.time() - (monotonic_ns() - when_ns) / 1e9
+
+
 class Interval:
     """One interval of a run (or of every --procs worker at once).
 
@@ -259,7 +265,7 @@ class LineWriter:
 
     def __init__(self, fd, path, msg, start_ns):
         self.out = output.LineWriter(fd, "stderr" if path is None else path, msg)
-        self.started = time.time() - (monotonic_ns() - start_ns) / 1e9    # wall clock
+        self.started = wall_clock(start_ns)
         self.lock = threading.Lock()
 
     def write(self, interval, event="interval"):
