@@ -5,7 +5,9 @@ its PID in cleanup.  Tests that need Postfix's tools (or another peer) skip
 with a loud message on stderr when it is missing.
 """
 
+import errno
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -156,12 +158,87 @@ def run(cmd, timeout=TIMEOUT, **kw):
 
 
 def free_port(family=socket.AF_INET):
-    """A TCP port that was free a moment ago (for servers in subprocesses,
-    which must be told their port; in-process servers use port 0)."""
-    host = "::1" if family == socket.AF_INET6 else "127.0.0.1"
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A TCP port for a server in a subprocess, which must be told its port
+    (servers in the test process use port 0).  Free on every IPv4 and IPv6
+    address, and reserved while the server starts, even under load with
+    another test module running beside this one:
+
+      * it lies below the range the kernel hands out by itself
+        (ip_local_port_range), where binds to port 0 and the outgoing
+        connections of the tests beside this one draw theirs;
+      * it is held by sockets that bind it and never listen (the newest
+        HELD_PORTS picks of this process), with SO_REUSEADDR set once
+        bound: the server (ours and Postfix's set SO_REUSEADDR) binds it
+        all the same, a connection to it is refused, and another test
+        process's free_port() (which binds without it) is refused it.
+
+    family: kept for callers that name one; the port is free on both."""
+    low = kernel_ports_from()
+    with _ports_lock:
+        for _ in range(1000):
+            holders = _hold(_ports_random.randrange(PICK_FROM, low)
+                            if low > PICK_FROM + 1000 else 0)
+            if holders:
+                break
+        else:
+            raise AssertionError("no free TCP port below %d" % low)
+        _held.append(holders)
+        while len(_held) > HELD_PORTS:
+            for sock in _held.pop(0):
+                sock.close()
+        return holders[0].getsockname()[1]
+
+
+PICK_FROM = 10000           # free_port(): the lowest port it picks
+HELD_PORTS = 16             # ... and how many of its picks stay held
+_held = []                  # the holding sockets of those picks
+_ports_lock = threading.Lock()
+_ports_random = random.Random()
+
+
+def kernel_ports_from():
+    """The lowest port of those the kernel picks by itself."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as ports:
+            return int(ports.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def hold_port(test, port):
+    """Hold port as free_port() holds its picks, until test's clean-up;
+    False if it is in use."""
+    holders = _hold(port)
+    for sock in holders or ():
+        test.addCleanup(sock.close)
+    return bool(holders)
+
+
+def _hold(port):
+    """Sockets holding port (0: one the kernel picks) on every IPv4 and
+    IPv6 address, or None if it is in use."""
+    holders = []
+    for family, host in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+        try:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except OSError:                         # no IPv6 here
+            continue
+        try:
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((host, port))
+        except OSError as err:
+            sock.close()
+            if family == socket.AF_INET6 and err.errno in (errno.EADDRNOTAVAIL,
+                                                           errno.EAFNOSUPPORT):
+                continue                        # no IPv6 address here
+            for other in holders:
+                other.close()
+            return None
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holders.append(sock)
+        port = sock.getsockname()[1]
+    return holders
 
 
 def wait_until(predicate, timeout=TIMEOUT, interval=0.01, what="condition"):

@@ -21,6 +21,7 @@ every wait polls with a deadline, every process is stopped by PID.
 """
 
 import concurrent.futures
+import errno
 import os
 import re
 import socket
@@ -224,19 +225,8 @@ def held_port():
 
 
 def free_ports(count):
-    """count distinct TCP ports, free on IPv4 and IPv6 a moment ago."""
-    ports = set()
-    while len(ports) < count:
-        port = support.free_port()
-        try:
-            with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-                s.bind(("::", port))
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-                s.bind(("0.0.0.0", port))
-        except OSError:
-            continue
-        ports.add(port)
-    return sorted(ports)
+    """count distinct TCP ports, free on IPv4 and IPv6 (support.free_port)."""
+    return sorted(support.free_port() for _ in range(count))
 
 
 def port_is_free(port, host="0.0.0.0", family=socket.AF_INET):
@@ -653,6 +643,31 @@ class StartTest(SweepBase):
 
 # ------------------------------------------------------ listening addresses
 
+class FreePortTest(unittest.TestCase):
+    """support.free_port(): the ports the tests give the servers they start
+    are theirs until the server binds (another test module runs beside,
+    connecting and binding all the while)."""
+
+    def test_a_picked_port_is_held_for_its_server(self):
+        port = support.free_port()
+        self.assertLess(port, support.kernel_ports_from())     # no connect() lands there
+        for family, host in [(socket.AF_INET, "0.0.0.0")] + (
+                [(socket.AF_INET6, "::")] if have_ipv6() else []):
+            with socket.socket(family, socket.SOCK_STREAM) as other:
+                # another process's free_port() binds as this does
+                with self.assertRaises(OSError) as caught:
+                    other.bind((host, port))
+                self.assertEqual(caught.exception.errno, errno.EADDRINUSE)
+        self.assertNotEqual(support.free_port(), port)
+        with socket.socket() as client:
+            with self.assertRaises(ConnectionRefusedError):
+                client.connect(("127.0.0.1", port))
+        procs = Processes(self)
+        proc = procs.popen("ours", PRIVS + ["127.0.0.1:%d" % port, "5"])
+        self.assertEqual(wait_listening(proc), {("tcp", "127.0.0.1", port)})
+        stop(proc)
+
+
 class ListenTest(unittest.TestCase):
     """Reference A2: which socket each endpoint form binds, ours and Postfix's."""
 
@@ -795,7 +810,7 @@ class ListenTest(unittest.TestCase):
             self.assertEqual(theirs, bound)
 
     def test_port_wraps_modulo_65536(self):
-        if not port_is_free(34463):
+        if not support.hold_port(self, 34463):      # (in the kernel's own range)
             raise unittest.SkipTest("port 34463 is in use here")
         self.both([":99999", "5"], lambda port: {("tcp", "0.0.0.0", 34463)})
         self.both(["127.0.0.1:%d" % (65536 + 34463), "5"],

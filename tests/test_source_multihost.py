@@ -46,7 +46,8 @@ def histogram_of_every_sample(reports, phase):
             low, high = latency.bucket_range(index)
             for _ in range(count):
                 exact = [v for v in extremes if low <= v <= high][:1]
-                hist.record(exact[0] if exact else low)
+                # (the others: in their bucket, and never beyond the extremes)
+                hist.record(exact[0] if exact else min(max(low, state["min"]), state["max"]))
                 if exact:
                     extremes.remove(exact[0])
     return hist
